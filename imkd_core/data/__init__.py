@@ -1,0 +1,1 @@
+"""Datasets: the nuScenes reader, the synthetic nuScenes-format world, rosbag2 <-> Sample."""

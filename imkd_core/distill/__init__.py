@@ -1,0 +1,1 @@
+"""IMKD distillation: BEV intensity maps and the losses of the three stages."""

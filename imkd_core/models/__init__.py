@@ -1,0 +1,1 @@
+"""Models: backbones, camera and radar branches, LiDAR teacher, fusion, head, detectors."""

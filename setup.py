@@ -1,0 +1,38 @@
+"""ament_python build of imkd_ros: the Python packages, the ament index marker, package.xml,
+launch/ and config/ under share/imkd_ros; console scripts go to lib/imkd_ros (setup.cfg)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "imkd_ros"
+
+
+def share(subdir: str, pattern: str) -> tuple[str, list[str]]:
+    return (f"share/{PACKAGE}/{subdir}", sorted(glob(f"{subdir}/{pattern}")))
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["imkd_core", "imkd_core.*", "imkd_ros", "imkd_ros.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        share("launch", "*.launch.py"),
+        share("config", "*.yaml"),
+        share("config", "*.rviz"),
+        share("config/model", "*.yaml"),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="imkd_ros maintainers",
+    maintainer_email="imkd-ros@example.com",
+    description="Camera + radar 3D detection for ROS 2, distilled from a LiDAR teacher (IMKD).",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "imkd = imkd_core.cli:main",
+        ],
+    },
+)
