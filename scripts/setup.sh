@@ -81,8 +81,13 @@ for pkg_dir in "$ROOT"/interfaces/*/; do
         echo "setup: $pkg comes from $distro; not building it"
         continue
     fi
-    echo "setup: building interface package $pkg"
     build=$VENV/build/interfaces/$pkg
+    pkg_hash=$(cd "$pkg_dir" && find . -type f -print0 | sort -z | xargs -0 cat | sha256sum)
+    if [[ -f $build.stamp && "$(cat "$build.stamp")" == "$pkg_hash" ]]; then
+        echo "setup: $pkg is built and unchanged"
+        continue
+    fi
+    echo "setup: building interface package $pkg"
     rm -rf "$build"
     mkdir -p "$build"
     log=$build/build.log
@@ -97,6 +102,7 @@ for pkg_dir in "$ROOT"/interfaces/*/; do
         echo "setup: building $pkg failed; full log: $log" >&2
         exit 1
     fi
+    echo "$pkg_hash" >"$build.stamp"
 done
 
 "$PY" - <<'PYCHECK'
