@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from imkd_core import __version__
+from imkd_core.data.world.cli import add_subcommand as add_world_subcommand
 
 
 def _doctor(_args: argparse.Namespace) -> int:
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", help="check that the environment is complete")
     doctor.set_defaults(func=_doctor)
+    add_world_subcommand(sub)
     return parser
 
 

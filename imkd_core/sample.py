@@ -50,7 +50,8 @@ NUSCENES_RADAR_FIELDS: tuple[str, ...] = (
 )
 # Columns of `RadarData.points`: the model's inputs first (DESIGN.md §3), then every other
 # nuScenes field so nothing is lost. Positions and velocities are in the keyframe's ego frame;
-# `dt` is (keyframe time - sweep time) in seconds, >= 0.
+# `dt` is (keyframe time - sweep time) in seconds: > 0 for older sweeps, slightly < 0 for a
+# radar keyframe taken a few ms after the LiDAR keyframe (as nuscenes-devkit's time lag).
 RADAR_POINT_COLUMNS: tuple[str, ...] = (
     "x", "y", "z", "rcs", "vx_comp", "vy_comp", "dt",
     "vx", "vy", "dyn_prop", "id", "is_quality_valid", "ambig_state", "x_rms", "y_rms",
@@ -67,7 +68,9 @@ BOX_COLUMNS: tuple[str, ...] = ("x", "y", "z", "l", "w", "h", "yaw", "vx", "vy")
 
 @dataclass
 class CameraData:
-    """One camera image with its calibration. T_ego_cam maps optical-frame points to ego."""
+    """One camera image with its calibration. T_ego_cam maps optical-frame points to the
+    keyframe's ego frame: the camera's pose at `stamp` (the reader composes the calibration with
+    the ego motion between image and keyframe, `data.sweeps.sensor_to_keyframe`)."""
 
     image: np.ndarray  # (H, W, 3) uint8, RGB
     K: np.ndarray  # (3, 3) float64 intrinsics
