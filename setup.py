@@ -23,6 +23,9 @@ setup(
         share("config", "*.yaml"),
         share("config", "*.rviz"),
         share("config/model", "*.yaml"),
+        # .msg text that imkd_core.data.ros_types registers with rosbags (bag schemas)
+        share("interfaces/vision_msgs/msg", "*.msg"),
+        share("interfaces/tf2_msgs/msg", "*.msg"),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -33,6 +36,9 @@ setup(
     entry_points={
         "console_scripts": [
             "imkd = imkd_core.cli:main",
+            "nuscenes2bag = imkd_ros.nuscenes2bag:main",
+            "imkd-replay = imkd_ros.replay:main",
+            "detector = imkd_ros.detector_node:main",
         ],
     },
 )

@@ -1,0 +1,253 @@
+"""PointCloud2 payloads <-> numpy, without ROS.
+
+`sensor_msgs/PointCloud2` is a list of fields `(name, offset, datatype, count)` describing one
+point record of `point_step` bytes; `height` rows of `width` points each start `row_step` bytes
+apart in `data` (rows may carry padding after `width * point_step` bytes). This module turns
+such a byte layout into numpy arrays through one structured dtype (no per-point Python) and
+back. It takes plain values, not message objects, so the bag converter/reader (rosbags
+messages) and the ROS node (rclpy messages) share it.
+
+Validation is strict: a field that sticks out of its point, a point that sticks out of its row,
+a buffer that is shorter or longer than `row_step * height`, an unknown datatype, a repeated or
+missing field name all raise `PointCloud2Error` with the numbers that do not add up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+# sensor_msgs/PointField datatype constants.
+INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = 1, 2, 3, 4, 5, 6, 7, 8
+DATATYPE_NAMES = {INT8: "INT8", UINT8: "UINT8", INT16: "INT16", UINT16: "UINT16",
+                  INT32: "INT32", UINT32: "UINT32", FLOAT32: "FLOAT32", FLOAT64: "FLOAT64"}
+_NUMPY_CHAR = {INT8: "i1", UINT8: "u1", INT16: "i2", UINT16: "u2",
+               INT32: "i4", UINT32: "u4", FLOAT32: "f4", FLOAT64: "f8"}
+_FROM_NUMPY = {np.dtype(v).newbyteorder("=").str[1:]: k for k, v in _NUMPY_CHAR.items()}
+
+Field = tuple[str, int, int, int]  # (name, offset, datatype, count)
+
+
+class PointCloud2Error(ValueError):
+    """A PointCloud2 layout or payload that cannot be decoded or encoded as asked."""
+
+
+def datatype_size(datatype: int) -> int:
+    """Bytes of one element of a PointField datatype."""
+    try:
+        return np.dtype(_NUMPY_CHAR[int(datatype)]).itemsize
+    except KeyError:
+        raise PointCloud2Error(
+            f"unknown PointField datatype {datatype!r} (known: "
+            f"{', '.join(f'{k}={v}' for k, v in DATATYPE_NAMES.items())})") from None
+
+
+def numpy_dtype(datatype: int, is_bigendian: bool = False) -> np.dtype:
+    """The numpy scalar dtype of a PointField datatype in the given byte order."""
+    datatype_size(datatype)  # validates
+    return np.dtype(("<", ">")[bool(is_bigendian)] + _NUMPY_CHAR[int(datatype)])
+
+
+def datatype_of(dtype) -> int:
+    """The PointField datatype of a numpy scalar dtype (bool -> UINT8)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return UINT8
+    try:
+        return _FROM_NUMPY[dtype.newbyteorder("=").str[1:]]
+    except KeyError:
+        raise PointCloud2Error(f"numpy dtype {dtype} has no PointField datatype") from None
+
+
+def _normalise_fields(fields) -> list[Field]:
+    out = []
+    for f in fields:
+        if isinstance(f, tuple | list):
+            name, offset, datatype, count = f
+        else:  # a PointField-like object (rosbags or rclpy message)
+            name, offset, datatype, count = f.name, f.offset, f.datatype, f.count
+        out.append((str(name), int(offset), int(datatype), int(count)))
+    return out
+
+
+def structured_dtype(fields, point_step: int, is_bigendian: bool = False) -> np.dtype:
+    """One point record as a numpy structured dtype; validates the field layout.
+
+    A field with count > 1 becomes a sub-array; a field with count 0 is ignored (it occupies
+    no bytes, as in ROS).
+    """
+    fields = _normalise_fields(fields)
+    if point_step <= 0:
+        raise PointCloud2Error(f"point_step must be > 0, got {point_step}")
+    names, formats, offsets = [], [], []
+    seen: set[str] = set()
+    for name, offset, datatype, count in fields:
+        if count == 0:
+            continue
+        if count < 0:
+            raise PointCloud2Error(f"field {name!r}: negative count {count}")
+        if name in seen:
+            raise PointCloud2Error(f"field {name!r} appears twice")
+        seen.add(name)
+        size = datatype_size(datatype) * count
+        if offset < 0 or offset + size > point_step:
+            raise PointCloud2Error(
+                f"field {name!r} ({DATATYPE_NAMES[datatype]} x{count}, {size} bytes at offset "
+                f"{offset}) does not fit in point_step {point_step}")
+        scalar = numpy_dtype(datatype, is_bigendian)
+        names.append(name)
+        formats.append(scalar if count == 1 else (scalar, (count,)))
+        offsets.append(offset)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": point_step})
+
+
+def _as_bytes_array(data) -> np.ndarray:
+    """Any bytes-like payload (bytes, memoryview, array.array, uint8 ndarray) as a flat uint8
+    array, without copying where possible."""
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8:
+            raise PointCloud2Error(f"data must be uint8, got {data.dtype}")
+        return np.ascontiguousarray(data).reshape(-1)
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise PointCloud2Error(f"data must be bytes-like, got {type(data).__name__}") from None
+    return np.frombuffer(view.cast("B") if view.ndim != 1 or view.format != "B" else view,
+                         dtype=np.uint8)
+
+
+def decode_pointcloud2_structured(fields, data, width: int, height: int, point_step: int,
+                                  row_step: int, is_bigendian: bool = False) -> np.ndarray:
+    """The points as a 1-D structured array of `width * height` records (a view when no row
+    padding needs removing; read-only when `data` is bytes)."""
+    dtype = structured_dtype(fields, point_step, is_bigendian)
+    width, height, row_step = int(width), int(height), int(row_step)
+    if width < 0 or height < 0:
+        raise PointCloud2Error(f"width {width} and height {height} must be >= 0")
+    if row_step < width * point_step:
+        raise PointCloud2Error(
+            f"row_step {row_step} is shorter than width * point_step = {width} * {point_step}")
+    buffer = _as_bytes_array(data)
+    nbytes = buffer.size
+    expected = row_step * height
+    if nbytes != expected:
+        what = "truncated" if nbytes < expected else "has trailing bytes"
+        raise PointCloud2Error(
+            f"data {what}: {nbytes} bytes, but row_step * height = {row_step} * {height} = "
+            f"{expected}")
+    if width * height == 0:
+        return np.zeros(0, dtype=dtype)
+    if row_step == width * point_step:
+        return buffer.view(dtype)
+    raw = buffer.reshape(height, row_step)
+    rows = np.ascontiguousarray(raw[:, : width * point_step])
+    return rows.view(dtype).reshape(-1)
+
+
+def decode_pointcloud2(fields, data, width: int, height: int, point_step: int, row_step: int,
+                       is_bigendian: bool = False, names: Sequence[str] | None = None,
+                       dtype=np.float32) -> np.ndarray:
+    """The points as a (width * height, K) array of `dtype`, one column per name in `names`
+    (default: every field, in offset order; a field with count c gives c columns).
+
+    A name that is not among the fields raises `PointCloud2Error` listing the ones there are.
+    """
+    records = decode_pointcloud2_structured(fields, data, width, height, point_step, row_step,
+                                            is_bigendian)
+    available = records.dtype.names or ()
+    if names is None:
+        names = sorted(available, key=lambda n: records.dtype.fields[n][1])
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise PointCloud2Error(f"fields {missing} not in the cloud (it has {list(available)})")
+    columns = []
+    for name in names:
+        column = records[name]
+        columns.append(column.reshape(len(records), int(np.prod(column.shape[1:]))))
+    if not columns:
+        return np.zeros((len(records), 0), dtype=dtype)
+    widths = [c.shape[1] for c in columns]
+    out = np.empty((len(records), sum(widths)), dtype=dtype)
+    start = 0
+    for column, w in zip(columns, widths):
+        out[:, start:start + w] = column
+        start += w
+    return out
+
+
+def encode_pointcloud2(points, names: Sequence[str] | None = None,
+                       datatype: int | Sequence[int] = FLOAT32,
+                       ) -> tuple[list[Field], bytes, int]:
+    """Points -> `(fields, data, point_step)` for a dense (height 1, little-endian) cloud.
+
+    `points` is either an (N, K) array with one name per column in `names` and `datatype` one
+    PointField datatype for all columns or one per column, or a 1-D structured array (its own
+    field names and types; `names`/`datatype` must then be left out). Fields are packed in the
+    given order without padding; `row_step = N * point_step`. Columns that go into integer
+    fields must hold integral values inside the type's range (no silent rounding or wrapping).
+    """
+    points = np.asarray(points)
+    if points.dtype.names is not None:
+        if names is not None or datatype != FLOAT32:
+            raise PointCloud2Error("a structured array carries its own names and datatypes")
+        if points.ndim != 1:
+            raise PointCloud2Error(f"a structured point array must be 1-D, got {points.shape}")
+        names = list(points.dtype.names)
+        datatypes = []
+        for n in names:
+            base, shape = points.dtype.fields[n][0].base, points.dtype.fields[n][0].shape
+            if shape:
+                raise PointCloud2Error(f"field {n!r}: sub-array fields are not supported")
+            datatypes.append(datatype_of(base))
+        columns = [points[n] for n in names]
+        n_points = len(points)
+    else:
+        if points.ndim != 2:
+            raise PointCloud2Error(f"points must be (N, K) or structured, got {points.shape}")
+        if names is None or len(names) != points.shape[1]:
+            raise PointCloud2Error(
+                f"need one name per column: {points.shape[1]} columns, names {names}")
+        if len(set(names)) != len(names):
+            raise PointCloud2Error(f"repeated field names in {list(names)}")
+        if isinstance(datatype, int | np.integer):
+            datatypes = [int(datatype)] * len(names)
+        else:
+            datatypes = [int(d) for d in datatype]
+            if len(datatypes) != len(names):
+                raise PointCloud2Error(
+                    f"{len(datatypes)} datatypes for {len(names)} fields")
+        columns = [points[:, i] for i in range(points.shape[1])]
+        n_points = points.shape[0]
+    fields: list[Field] = []
+    offset = 0
+    for name, dt in zip(names, datatypes):
+        size = datatype_size(dt)
+        fields.append((str(name), offset, dt, 1))
+        offset += size
+    point_step = offset
+    if point_step == 0:
+        raise PointCloud2Error("a cloud needs at least one field")
+    dtype = structured_dtype(fields, point_step)
+    records = np.empty(n_points, dtype=dtype)
+    for (name, _, dt, _), column in zip(fields, columns):
+        target = dtype.fields[name][0]
+        if target.kind in "iu" and column.dtype.kind not in "iub":
+            column = np.asarray(column, dtype=np.float64)
+            info = np.iinfo(target)
+            bad = ~np.isfinite(column) | (column != np.round(column)) | (column < info.min) | (
+                column > info.max)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise PointCloud2Error(
+                    f"field {name!r} is {DATATYPE_NAMES[dt]} but point {i} holds {column[i]!r} "
+                    f"(not an integer in [{info.min}, {info.max}]); {int(bad.sum())} such values")
+        elif target.kind in "iu":
+            info = np.iinfo(target)
+            if len(column) and (column.min() < info.min or column.max() > info.max):
+                raise PointCloud2Error(
+                    f"field {name!r} is {DATATYPE_NAMES[dt]} but values span "
+                    f"[{column.min()}, {column.max()}]")
+        records[name] = column
+    return fields, records.tobytes(), point_step
