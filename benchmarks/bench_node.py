@@ -1,0 +1,199 @@
+"""Detector node overhead and replay throughput at nuScenes sizes, over real DDS.
+
+    .venv/bin/python benchmarks/bench_node.py [--samples 12] [--rates 1 2] [--images raw]
+                                              [--detections 100] [--workdir DIR]
+
+1. Generates a one-scene synthetic world with nuScenes-sized sensors (6 cameras at 1600x900,
+   5 radars with sweeps; keyframes at 2 Hz) and converts it with `nuscenes2bag`.
+2. For each replay rate: starts the `detector` executable (a fresh tiny student, every cell
+   scored and the top `--detections` kept, so publishing is exercised at a known load), plays
+   the bag with `imkd-replay`, and records the node's `~/debug/*_ms` timings, its detections
+   and its final status.
+3. Prints a table: end-to-end latency p50/p95 (the set's last message arrives -> its detections
+   are published), the model forward, the share of the per-frame work that is not the forward
+   (image conversion CPU time, sync, Sample building, pre/post-processing, publishing; time
+   waiting in the queue excluded), the rate sustained, and the frame sets dropped.
+ROS traffic stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, own domain id).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float64, String
+from vision_msgs.msg import Detection3DArray, LabelInfo
+
+from imkd_core.config import apply_overrides, load_model_config
+from imkd_core.data.bag import (
+    TF_STATIC_TOPIC,
+    TF_TOPIC,
+    camera_info_topic,
+    image_topic,
+    pointcloud_topic,
+)
+from imkd_core.data.world.config import WorldConfig
+from imkd_core.data.world.generate import generate_world
+from imkd_core.pipeline import DetectorPipeline, save_checkpoint
+from imkd_core.sample import CAMERA_NAMES, RADAR_NAMES
+from imkd_ros.detector_node import TIMINGS
+
+BIN = Path(sys.executable).parent
+STAGES = TIMINGS
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def prepare(workdir: Path, samples: int, images: str, detections: int) -> tuple[Path, Path]:
+    world = workdir / "world"
+    if not world.exists():
+        print(f"generating a {samples}-keyframe world at 1600x900 ...", flush=True)
+        generate_world(world, WorldConfig(scenes=1, samples_per_scene=samples, image_width=1600,
+                                          image_height=900, lidar_azimuth_steps=180,
+                                          val_fraction=0.0), workers=1)
+    bag = workdir / f"world_{images}.bag"
+    if not bag.exists():
+        subprocess.run([str(BIN / "nuscenes2bag"), "--dataroot", str(world), "--out", str(bag),
+                        "--images", images, "--quiet"], check=True)
+    checkpoint = workdir / f"tiny_top{detections}.pt"
+    config = apply_overrides(load_model_config("tiny"), [
+        "head.score_threshold=0.0", f"head.max_detections={detections}"])
+    save_checkpoint(checkpoint, DetectorPipeline.from_config(config, "cpu").model, config)
+    return bag, checkpoint
+
+
+def run_once(bag: Path, checkpoint: Path, rate: float, images: str, reliable: bool,
+             log: Path) -> dict:
+    compressed = images == "compressed"
+    name = f"bench_detector_{os.getpid()}_{int(rate * 10)}"
+    remaps = {f"~/input/{c}/image": image_topic(c, compressed) for c in CAMERA_NAMES}
+    remaps |= {f"~/input/{c}/camera_info": camera_info_topic(c) for c in CAMERA_NAMES}
+    remaps |= {f"~/input/{r}/points": pointcloud_topic(r) for r in RADAR_NAMES}
+    cmd = [str(BIN / "detector"), "--ros-args", "-r", f"__node:={name}",
+           "-p", f"checkpoint:={checkpoint}", "-p", "device:=cpu", "-p", "score_threshold:=0.0",
+           "-p", f"compressed_images:={str(compressed).lower()}", "-p", "status_period:=0.5",
+           "-p", f"reliable_inputs:={str(reliable).lower()}"]
+    for source, target in remaps.items():
+        cmd += ["-r", f"{source}:={target}"]
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    listener = rclpy.create_node(f"bench_listener_{int(rate * 10)}", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(listener)
+    timings = {stage: [] for stage in STAGES}
+    detections, status, labels = [], [], []
+    for stage in STAGES:
+        listener.create_subscription(Float64, f"/{name}/debug/{stage}_ms",
+                                     lambda m, s=stage: timings[s].append(m.data), RELIABLE)
+    listener.create_subscription(Detection3DArray, f"/{name}/output/detections",
+                                 lambda m: detections.append((time.monotonic(),
+                                                              len(m.detections))), RELIABLE)
+    listener.create_subscription(String, f"/{name}/debug/status",
+                                 lambda m: status.append(json.loads(m.data)), RELIABLE)
+    listener.create_subscription(LabelInfo, f"/{name}/output/label_info", labels.append, LATCHED)
+
+    def spin(seconds: float, until=lambda: False):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not until():
+            executor.spin_once(timeout_sec=0.05)
+
+    with open(log, "w") as log_file:
+        node = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            spin(120, lambda: bool(labels))
+            if not labels:
+                raise RuntimeError(f"detector did not start; see {log}")
+            topics = [*remaps.values(), TF_TOPIC, TF_STATIC_TOPIC]
+            start = time.monotonic()
+            replay = subprocess.Popen([str(BIN / "imkd-replay"), str(bag), "--rate", str(rate),
+                                       "--quiet", "--wait-for-subscribers", "--topics", *topics])
+            spin(600, lambda: replay.poll() is not None)
+            played = time.monotonic() - start
+            spin(10, lambda: bool(status) and status[-1]["triggered"] == (
+                status[-1]["frames_done"] + status[-1]["frames_dropped_queue"]))
+            spin(1.0)
+        finally:
+            node.send_signal(2)
+            node.wait(timeout=30)
+            listener.destroy_node()
+            rclpy.try_shutdown(context=context)
+    return {"rate": rate, "timings": timings, "detections": detections, "played_s": played,
+            "status": status[-1] if status else {}}
+
+
+def percentile(values, q) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def report(results: list[dict], keyframes: int) -> None:
+    print()
+    print("| replay | sets in | published | dropped | sustained Hz | e2e p50 ms | e2e p95 ms "
+          "| forward p50 ms | not-forward share p50 | queue wait p50 ms | boxes/frame |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        t = {k: np.asarray(v) for k, v in r["timings"].items()}
+        n = min(len(v) for v in t.values())
+        t = {k: v[:n] for k, v in t.items()}
+        # Per frame: the work for it = conversion CPU + everything after the set completed
+        # but the wait in the queue; the share of that which is not the model forward.
+        work = t["convert"] + t["end_to_end"] - t["queue_wait"]
+        share = 1.0 - t["inference"] / work
+        published = len(r["detections"])
+        s = r["status"]
+        dropped = s.get("frames_dropped_queue", 0) + s.get("sets_skipped", 0) + (
+            keyframes - s.get("triggered", 0))
+        boxes = np.mean([c for _, c in r["detections"]]) if published else 0
+        print(f"| {r['rate']:g}x | {keyframes} | {published} | {dropped} | "
+              f"{published / r['played_s']:.2f} | {percentile(t['end_to_end'], 50):.0f} | "
+              f"{percentile(t['end_to_end'], 95):.0f} | {percentile(t['inference'], 50):.0f} | "
+              f"{100 * percentile(share, 50):.1f} % | {percentile(t['queue_wait'], 50):.0f} | "
+              f"{boxes:.0f} |")
+    print()
+    for r in results:
+        t = r["timings"]
+        parts = ", ".join(f"{k} {percentile(t[k], 50):.1f}/{np.mean(t[k]):.1f}" for k in STAGES)
+        print(f"{r['rate']:g}x stage p50/mean (ms): {parts}")
+        print(f"{r['rate']:g}x final status: {json.dumps(r['status'], sort_keys=True)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=12, help="keyframes (2 Hz) in the bag")
+    parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 2.0])
+    parser.add_argument("--images", choices=("raw", "compressed"), default="raw")
+    parser.add_argument("--reliable-inputs", action="store_true",
+                        help="the node's reliable_inputs parameter (default: best-effort)")
+    parser.add_argument("--detections", type=int, default=100,
+                        help="boxes the model keeps per frame (published load)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the world, bag and logs here (reused when present)")
+    args = parser.parse_args(argv)
+    # Keep DDS on this machine, in a domain of our own; the node and player inherit both.
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_DOMAIN_ID", str(101 + os.getpid() % 100))
+    with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        bag, checkpoint = prepare(workdir, args.samples, args.images, args.detections)
+        results = []
+        for rate in args.rates:
+            print(f"replaying at {rate:g}x ...", flush=True)
+            results.append(run_once(bag, checkpoint, rate, args.images, args.reliable_inputs,
+                                    workdir / f"detector_{rate:g}x.log"))
+        report(results, args.samples)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Message <-> numpy conversions of the node (real rclpy message classes, no DDS needed)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from geometry_msgs.msg import TransformStamped
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+from tf2_msgs.msg import TFMessage
+from visualization_msgs.msg import Marker
+
+from imkd_core.data.pointcloud2 import encode_pointcloud2
+from imkd_core.geometry import box_corners, make_transform, matrix_to_quaternion, quaternion_yaw
+from imkd_core.sample import CLASSES, NUSCENES_RADAR_FIELDS, Boxes
+from imkd_ros import convert
+from imkd_ros.tf_buffer import TfCache, TfLookupError, interpolate_transform
+
+RNG = np.random.default_rng(0)
+
+
+def image_msg(rgb: np.ndarray, encoding: str) -> Image:
+    if encoding == "bgr8":
+        data = rgb[..., ::-1]
+    elif encoding == "mono8":
+        data = rgb[..., 0]
+    else:
+        data = rgb
+    height, width = rgb.shape[:2]
+    step = width * (1 if encoding == "mono8" else 3)
+    return Image(height=height, width=width, encoding=encoding, step=step,
+                 data=np.ascontiguousarray(data).tobytes())
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8"])
+def test_image_encodings_give_rgb(encoding):
+    rgb = RNG.integers(0, 255, (9, 16, 3), dtype=np.uint8)
+    out = convert.image_to_rgb(image_msg(rgb, encoding))
+    assert out.shape == (9, 16, 3) and out.dtype == np.uint8
+    expected = np.repeat(rgb[..., :1], 3, axis=2) if encoding == "mono8" else rgb
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_image_row_padding_is_removed():
+    rgb = RNG.integers(0, 255, (4, 5, 3), dtype=np.uint8)
+    padded = np.zeros((4, 20), dtype=np.uint8)
+    padded[:, :15] = rgb.reshape(4, 15)
+    msg = Image(height=4, width=5, encoding="rgb8", step=20, data=padded.tobytes())
+    np.testing.assert_array_equal(convert.image_to_rgb(msg), rgb)
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(encoding="yuv422"), "unsupported encoding"),
+    (dict(encoding="16UC1"), "unsupported encoding"),
+    (dict(step=10), "step 10 <"),
+    (dict(height=5), "data has 144 bytes"),
+    (dict(width=0), "empty image"),
+])
+def test_bad_images_are_refused_with_reason(change, reason):
+    msg = image_msg(np.zeros((3, 16, 3), np.uint8), "rgb8")
+    for key, value in change.items():
+        setattr(msg, key, value)
+    with pytest.raises(convert.ConversionError, match=reason):
+        convert.image_to_rgb(msg)
+
+
+@pytest.mark.parametrize("ext, fmt", [(".png", "rgb8; png compressed bgr8"), (".jpg", "jpeg")])
+def test_compressed_images_decode(ext, fmt):
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[:, :24] = (200, 30, 10)
+    ok, buf = cv2.imencode(ext, rgb[..., ::-1])
+    assert ok
+    out = convert.compressed_to_rgb(CompressedImage(format=fmt, data=buf.tobytes()))
+    assert out.shape == (32, 48, 3)
+    if ext == ".png":
+        np.testing.assert_array_equal(out, rgb)
+    else:  # lossy: compare away from the colour edge; channel order must be RGB
+        assert np.abs(out[:, :12].astype(int) - (200, 30, 10)).max() <= 8
+        assert out[:, 36:].max() <= 8
+
+
+def test_bad_compressed_images():
+    with pytest.raises(convert.ConversionError, match="unsupported compressed format"):
+        convert.compressed_to_rgb(CompressedImage(format="theora", data=b"x"))
+    with pytest.raises(convert.ConversionError, match="cannot decode"):
+        convert.compressed_to_rgb(CompressedImage(format="jpeg", data=b"not a jpeg at all"))
+
+
+def test_camera_info_k_checked():
+    K = [1266.4, 0.0, 816.3, 0.0, 1266.4, 491.5, 0.0, 0.0, 1.0]
+    np.testing.assert_array_equal(convert.camera_info_intrinsics(CameraInfo(k=K)),
+                                  np.reshape(K, (3, 3)))
+    with pytest.raises(convert.ConversionError, match="not a pinhole"):
+        convert.camera_info_intrinsics(CameraInfo())  # all-zero K
+    with pytest.raises(convert.ConversionError, match="non-finite"):
+        convert.camera_info_intrinsics(CameraInfo(k=[np.nan, *K[1:]]))
+
+
+def radar_cloud(points: np.ndarray) -> PointCloud2:
+    fields, data, step = encode_pointcloud2(points, NUSCENES_RADAR_FIELDS)
+    msg = PointCloud2(height=1, width=len(points), point_step=step, row_step=step * len(points),
+                      is_dense=True, data=data)
+    msg.fields = [PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in fields]
+    return msg
+
+
+def test_pointcloud2_roundtrip_nan_removal_and_limits():
+    points = RNG.normal(size=(40, 18)).astype(np.float32)
+    out, dropped = convert.pointcloud2_to_array(radar_cloud(points), NUSCENES_RADAR_FIELDS, 100)
+    np.testing.assert_array_equal(out, points)
+    assert dropped == 0
+    points[3, 0], points[7, 5] = np.nan, np.inf
+    out, dropped = convert.pointcloud2_to_array(radar_cloud(points), NUSCENES_RADAR_FIELDS, 100)
+    assert dropped == 2 and out.shape == (38, 18)
+    np.testing.assert_array_equal(out, np.delete(points, [3, 7], axis=0))
+    empty, _ = convert.pointcloud2_to_array(radar_cloud(points[:0]), NUSCENES_RADAR_FIELDS, 100)
+    assert empty.shape == (0, 18)
+    with pytest.raises(convert.ConversionError, match="exceed max_radar_points=10"):
+        convert.pointcloud2_to_array(radar_cloud(points), NUSCENES_RADAR_FIELDS, 10)
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("truncate", "truncated"),
+    ("misalign", "does not fit in point_step"),
+    ("drop_field", "not in the cloud"),
+])
+def test_malformed_pointcloud2_refused(damage, reason):
+    msg = radar_cloud(RNG.normal(size=(5, 18)).astype(np.float32))
+    if damage == "truncate":
+        msg.data = bytes(msg.data)[:-7]
+    elif damage == "misalign":
+        msg.fields[-1].offset = msg.point_step - 2
+    else:
+        msg.fields = list(msg.fields)[1:]
+    with pytest.raises(convert.ConversionError, match=reason):
+        convert.pointcloud2_to_array(msg, NUSCENES_RADAR_FIELDS, 100)
+
+
+def transform_stamped(parent, child, sec, T) -> TransformStamped:
+    ts = TransformStamped()
+    ts.header.frame_id, ts.child_frame_id = parent, child
+    ts.header.stamp.sec = sec
+    w, x, y, z = matrix_to_quaternion(T[:3, :3])
+    ts.transform.rotation.w, ts.transform.rotation.x = w, x
+    ts.transform.rotation.y, ts.transform.rotation.z = y, z
+    ts.transform.translation.x, ts.transform.translation.y, ts.transform.translation.z = T[:3, 3]
+    return ts
+
+
+def test_tf_message_and_cache_interpolation():
+    T0 = make_transform([np.cos(0.1), 0, 0, np.sin(0.1)], [100.0, 50.0, 0.0])
+    T1 = make_transform([np.cos(0.3), 0, 0, np.sin(0.3)], [102.0, 51.0, 0.2])
+    bad = TransformStamped()
+    bad.header.frame_id, bad.child_frame_id = "map", "base_link"
+    bad.transform.rotation.w = 0.0  # a zero quaternion: no rotation at all
+    msg = TFMessage(transforms=[transform_stamped("map", "base_link", 10, T0),
+                                transform_stamped("/map", "base_link", 11, T1), bad])
+    transforms, problems = convert.tf_message_to_list(msg)
+    assert len(transforms) == 2 and len(problems) == 1 and "map->base_link" in problems[0]
+    cache = TfCache(max_hold_ns=50_000_000)
+    for parent, child, stamp, T in transforms:
+        cache.add(parent, child, stamp, T)
+    np.testing.assert_allclose(cache.lookup("map", "base_link", 10 * 10**9), T0, atol=1e-12)
+    mid = cache.lookup("map", "base_link", 10 * 10**9 + 250_000_000)
+    np.testing.assert_allclose(mid[:3, 3], [100.5, 50.25, 0.05])
+    assert np.isclose(quaternion_yaw(matrix_to_quaternion(mid[:3, :3])), 0.2 + 0.25 * 0.4)
+    assert np.allclose(cache.lookup("map", "base_link", 11 * 10**9 + 40_000_000), T1)  # held
+    with pytest.raises(TfLookupError, match="outside the cached span"):
+        cache.lookup("map", "base_link", 12 * 10**9)
+    with pytest.raises(TfLookupError, match="no /tf map -> odom"):
+        cache.lookup("map", "odom", 10 * 10**9)
+    np.testing.assert_allclose(interpolate_transform(T0, T1, 1.0), T1, atol=1e-12)
+    # A bag loop: a stamp far in the past starts the edge afresh (no pose pairs across it).
+    assert cache.add("map", "base_link", 2 * 10**9, T1)
+    assert not cache.add("map", "base_link", 2 * 10**9 + 1, T1)
+    with pytest.raises(TfLookupError, match="outside the cached span"):
+        cache.lookup("map", "base_link", 10 * 10**9)
+
+
+def test_tf_static_chain():
+    cache = TfCache()
+    T_base_mount = make_transform([1, 0, 0, 0], [1.0, 0, 1.5])
+    T_mount_cam = make_transform([0.5, -0.5, 0.5, -0.5], [0.1, 0, 0])
+    cache.set_static("base_link", "mount", T_base_mount)
+    cache.set_static("mount", "CAM_FRONT", T_mount_cam)
+    np.testing.assert_allclose(cache.static_lookup("base_link", "CAM_FRONT"),
+                               T_base_mount @ T_mount_cam)
+    with pytest.raises(TfLookupError, match="stuck at 'CAM_BACK'"):
+        cache.static_lookup("base_link", "CAM_BACK")
+
+
+def detections(n: int) -> Boxes:
+    params = np.zeros((n, 9))
+    params[:, 0] = np.arange(n) * 5.0
+    params[:, 1] = -2.0
+    params[:, 2] = 0.8
+    params[:, 3:6] = [4.5, 1.9, 1.6]
+    params[:, 6] = np.linspace(-3, 3, n)
+    params[:, 7:9] = [3.0, -1.0]
+    return Boxes(params=params, labels=np.arange(n) % len(CLASSES),
+                 scores=np.linspace(0.9, 0.3, n).astype(np.float32))
+
+
+def test_boxes_to_detection3darray_conventions():
+    boxes = detections(4)
+    header = Header(frame_id="base_link")
+    header.stamp.sec, header.stamp.nanosec = 5, 7
+    msg = convert.boxes_to_detections(boxes, header)
+    assert msg.header.frame_id == "base_link" and msg.header.stamp.nanosec == 7
+    assert len(msg.detections) == 4
+    for det, p, label, score in zip(msg.detections, boxes.params, boxes.labels, boxes.scores):
+        c = det.bbox.center
+        np.testing.assert_allclose([c.position.x, c.position.y, c.position.z], p[:3])
+        np.testing.assert_allclose([det.bbox.size.x, det.bbox.size.y, det.bbox.size.z], p[3:6])
+        q = [c.orientation.w, c.orientation.x, c.orientation.y, c.orientation.z]
+        assert np.isclose(quaternion_yaw(q), p[6])
+        assert det.id == "" and len(det.results) >= 1
+        assert det.results[0].hypothesis.class_id == CLASSES[label]
+        assert np.isclose(det.results[0].hypothesis.score, score)
+    none = Boxes(np.zeros((0, 9)), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    assert convert.boxes_to_detections(none, header).detections == []
+    assert len(convert.boxes_to_markers(none, header, 1).markers) == 1  # DELETEALL only
+
+
+def test_markers_deleteall_box_text_arrow():
+    boxes = detections(3)
+    msg = convert.boxes_to_markers(boxes, Header(frame_id="base_link"), 1_500_000_000)
+    markers = msg.markers
+    assert markers[0].action == Marker.DELETEALL
+    assert len(markers) == 1 + 3 * 3
+    for k in range(3):
+        box, text, arrow = markers[1 + 3 * k: 4 + 3 * k]
+        name = CLASSES[boxes.labels[k]]
+        assert box.type == Marker.LINE_LIST and box.ns == name and len(box.points) == 24
+        pts = np.array([[p.x, p.y, p.z] for p in box.points])
+        corners = box_corners(boxes.params[k:k + 1])[0]
+        assert np.allclose(np.sort(np.unique(pts.round(6), axis=0), axis=0),
+                           np.sort(corners.round(6), axis=0))
+        assert text.type == Marker.TEXT_VIEW_FACING and text.text.startswith(name)
+        assert arrow.type == Marker.ARROW and len(arrow.points) == 2
+        tip = arrow.points[1]
+        np.testing.assert_allclose([tip.x - arrow.points[0].x, tip.y - arrow.points[0].y],
+                                   boxes.params[k, 7:9])
+        assert box.lifetime.sec == 1 and box.lifetime.nanosec == 500_000_000
+    assert len({(m.ns, m.id) for m in markers[1:]}) == 9
+
+
+def test_label_info_lists_classes():
+    msg = convert.label_info("base_link", Header().stamp, 0.25)
+    assert [c.class_name for c in msg.class_map] == list(CLASSES)
+    assert [c.class_id for c in msg.class_map] == list(range(len(CLASSES)))
+    assert np.isclose(msg.threshold, 0.25)

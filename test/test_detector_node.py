@@ -1,0 +1,278 @@
+"""The detector node over real DDS (its `detector` executable in its own process): it publishes
+for valid input, survives every kind of malformed input with a warning that names the topic and
+the reason, reports degraded modes, refuses bad parameters, and — replaying a nuscenes2bag bag
+— gives exactly the offline pipeline's detections on the same keyframes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from ros_rig import NS, VENV_BIN, DetectorProcess, Rig, write_random_checkpoint
+from sensor_msgs.msg import CameraInfo
+from tf2_msgs.msg import TFMessage
+
+from imkd_core.data.bag import read_bag_samples
+from imkd_core.data.world.config import WorldConfig
+from imkd_core.data.world.generate import generate_world
+from imkd_core.geometry import make_transform, quaternion_yaw
+from imkd_core.pipeline import DetectorPipeline
+from imkd_core.sample import CAMERA_NAMES, CLASSES, NUSCENES_RADAR_FIELDS, RADAR_NAMES
+from imkd_ros.detector_node import DetectorNode, ParameterError, load_calibration
+
+pytestmark = pytest.mark.ros
+
+CAMS = ("CAM_FRONT", "CAM_BACK")
+RADARS = ("RADAR_FRONT",)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_random.pt")
+
+
+@pytest.fixture
+def context():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+
+
+# ------------------------------------------------------------------------------ parameters
+@pytest.mark.parametrize("override, message", [
+    ({"device": "gpu"}, "parameter 'device' = 'gpu': must be auto, cpu or cuda"),
+    ({"checkpoint": "/nonexistent/model.pt"}, "parameter 'checkpoint' = "
+                                              "'/nonexistent/model.pt': no such file"),
+    ({"missing_camera": "drop"}, "parameter 'missing_camera' = 'drop'"),
+    ({"radar_sweeps": 0}, "parameter 'radar_sweeps' = 0: must be >= 1"),
+    ({"trigger": "lidar"}, "parameter 'trigger' = 'lidar'"),
+    ({"cameras": ["CAM_FRONT", "CAM_FRONT"]}, "parameter 'cameras'"),
+])
+def test_bad_parameter_stops_start_up_naming_it(checkpoint, context, override, message):
+    params = {"checkpoint": str(checkpoint), **override}
+    overrides = [rclpy.parameter.Parameter(k, value=v) for k, v in params.items()]
+    with pytest.raises(ParameterError) as info:
+        DetectorNode(context=context, parameter_overrides=overrides)
+    assert message in str(info.value)
+
+
+def test_calibration_file_gives_extrinsics_and_names_bad_entries(tmp_path):
+    good = tmp_path / "calibration.yaml"
+    good.write_text("CAM_FRONT: {translation: [1.7, 0.0, 1.5],\n"
+                    "            rotation: [0.5, -0.5, 0.5, -0.5]}\n")
+    T = load_calibration(str(good))["CAM_FRONT"]
+    np.testing.assert_allclose(T, make_transform([0.5, -0.5, 0.5, -0.5], [1.7, 0.0, 1.5]))
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("RADAR_FRONT: {translation: [1.0, 0.0]}\n")
+    with pytest.raises(ParameterError, match=f"{bad}: entry 'RADAR_FRONT' needs translation"):
+        load_calibration(str(bad))
+
+
+def test_bad_parameter_exits_non_zero_with_message(checkpoint, tmp_path):
+    proc = DetectorProcess(unique("det_badparam"), {"checkpoint": str(checkpoint),
+                                                   "score_threshold": "high"}, tmp_path)
+    code = proc.proc.wait(timeout=60)
+    proc.stop()
+    assert code != 0
+    assert "score_threshold" in proc.log() and "cannot start" in proc.log()
+
+
+# ------------------------------------------------------------------------------- bad input
+def test_bad_input_never_stops_it(checkpoint, context, tmp_path):
+    name = unique("det_bad")
+    node = DetectorProcess(name, {
+        "checkpoint": str(checkpoint), "device": "cpu", "cameras": list(CAMS),
+        "radars": list(RADARS), "score_threshold": 0.0, "stale_timeout": 1.0,
+        "max_radar_points": 1000, "status_period": 0.2, "queue_size": 4}, tmp_path)
+    rig = Rig(context, name, CAMS, RADARS)
+    try:
+        rig.wait_ready(node)
+        rig.publish_static()
+        rig.spin(0.2)
+        t = 100 * NS
+        rig.publish_frame(t)
+        rig.spin_until(lambda: len(rig.detections) >= 1, 60, "the first detections")
+        first = rig.detections[0]
+        assert first.header.frame_id == "base_link"
+        assert first.header.stamp.sec * NS + first.header.stamp.nanosec == t + 5_000_000
+        assert len(first.detections) > 0
+
+        ns = rig.ns
+        image_topic = f"{ns}/input/CAM_FRONT/image"
+        cloud_topic = f"{ns}/input/RADAR_FRONT/points"
+        expected = []  # substrings the node's log must show
+        t += NS // 2
+
+        def send(publisher, msg, needle=None):
+            """One at a time: sensor inputs are best-effort keep-last 2, as on a car."""
+            publisher.publish(msg)
+            if needle:
+                expected.append(needle)
+            rig.spin(0.1)
+
+        def send_image(msg, needle):
+            send(rig.images["CAM_FRONT"], msg, needle)
+
+        bad = rig.image("CAM_FRONT", t)
+        bad.encoding = "yuv422"
+        send_image(bad, f"{image_topic}: dropped message: unsupported encoding 'yuv422'")
+        send(rig.images["CAM_FRONT"], bad)  # the same again: throttled, not repeated
+        bad = rig.image("CAM_FRONT", t)
+        bad.height = 40  # data no longer height x step
+        send_image(bad, f"{image_topic}: dropped message: data has 9216 bytes, "
+                        "step x height = 7680")
+        bad = rig.image("CAM_FRONT", t)
+        bad.step = 100  # < width x 3
+        send_image(bad, f"{image_topic}: dropped message: step 100 < width 64 x 3")
+        bad = rig.image("CAM_FRONT", t)
+        bad.header.frame_id = "CAM_NOWHERE"
+        send_image(bad, f"{image_topic}: dropped message: missing TF: no /tf_static chain "
+                        "base_link -> CAM_NOWHERE")
+
+        cloud = rig.cloud("RADAR_FRONT", t)
+        cloud.data = bytes(cloud.data)[:-5]
+        send(rig.clouds["RADAR_FRONT"], cloud, f"{cloud_topic}: dropped message: data truncated")
+        cloud = rig.cloud("RADAR_FRONT", t)
+        cloud.fields[4].offset = cloud.point_step - 1  # misaligned: sticks out of the point
+        send(rig.clouds["RADAR_FRONT"], cloud, f"{cloud_topic}: dropped message: field 'id'")
+        big = np.zeros((5000, len(NUSCENES_RADAR_FIELDS)), np.float32)
+        send(rig.clouds["RADAR_FRONT"], rig.cloud("RADAR_FRONT", t, big),
+             f"{cloud_topic}: dropped message: 5000 points exceed max_radar_points=1000")
+        points = np.zeros((10, len(NUSCENES_RADAR_FIELDS)), np.float32)
+        points[2, 0], points[7, 1] = np.nan, np.inf
+        send(rig.clouds["RADAR_FRONT"], rig.cloud("RADAR_FRONT", t - 30_000_000, points),
+             f"{cloud_topic}: removed 2 points with NaN/Inf")
+        send(rig.infos["CAM_BACK"], CameraInfo(),  # all-zero K
+             f"{ns}/input/CAM_BACK/camera_info: dropped message: K is not a pinhole matrix")
+        broken = rig.transform("map", "base_link", t, np.eye(4))
+        broken.transform.rotation.w = 0.0
+        send(rig.tf, TFMessage(transforms=[broken]),
+             "/tf: dropped message: map->base_link: invalid transform")
+
+        # Valid after all that: an empty radar sweep, then a full frame -> detections.
+        before = len(rig.detections)
+        send(rig.clouds["RADAR_FRONT"], rig.cloud("RADAR_FRONT", t - 25_000_000, points[:0]))
+        rig.publish_frame(t)
+        rig.spin_until(lambda: len(rig.detections) > before, 60, "detections after bad input")
+        for needle in expected:
+            rig.spin_until(lambda n=needle: n in node.log(), 10, f"log line {needle!r}")
+        assert node.log().count("unsupported encoding") == 1  # throttled per topic + reason
+
+        # No ego pose for this frame: published anyway, degraded, and said so.
+        t += 10 * NS
+        before = len(rig.detections)
+        rig.publish_frame(t, tf=False)
+        rig.spin_until(lambda: len(rig.detections) > before, 60, "detections without /tf")
+        rig.spin_until(lambda: "/tf: missing TF" in node.log(), 10, "missing ego pose warning")
+        rig.spin_until(lambda: rig.status and "ego_motion" in rig.status[-1], 10,
+                       "status reporting missing ego motion")
+
+        # The bag loops: stamps jump back; state resets and detection goes on.
+        t_loop = 50 * NS
+        before = len(rig.detections)
+        rig.publish_frame(t_loop)
+        rig.spin_until(lambda: "stamp went backwards (bag loop?): state reset" in node.log(),
+                       10, "the reset warning")
+        rig.publish_frame(t_loop + NS // 2)
+        rig.spin_until(lambda: any(d.header.stamp.sec == 50 for d in rig.detections[before:]),
+                       60, "detections after the loop")
+
+        # CAM_BACK goes silent: after stale_timeout (sensor time) the node runs with a blank
+        # image for it and reports degraded mode.
+        for k in range(1, 5):
+            rig.publish_frame(t_loop + NS // 2 + k * NS // 2, cameras=("CAM_FRONT",))
+            rig.spin(0.3)
+        rig.spin_until(lambda: rig.status and rig.status[-1]["stale_cameras"] == ["CAM_BACK"],
+                       30, "CAM_BACK reported stale")
+        status = rig.status[-1]
+        assert status["mode"] == "degraded"
+        rig.spin_until(lambda: any(d.header.stamp.sec >= 52 for d in rig.detections), 60,
+                       "detections with CAM_BACK blanked")
+        dropped = rig.status[-1]["dropped_messages"]
+        assert dropped[image_topic] >= 5 and dropped[cloud_topic] >= 3
+        assert all(len(v) > 0 and min(v) > 0 for v in rig.timings.values())
+        assert node.proc.poll() is None, node.log()
+    finally:
+        rig.node.destroy_node()
+        code = node.stop()
+        print(node.log())  # shown by pytest when the test fails
+    assert code == 0
+
+
+# -------------------------------------------------------------------- same answer as offline
+@pytest.mark.slow
+def test_replayed_bag_gives_the_offline_detections(checkpoint, context, tmp_path):
+    world = generate_world(tmp_path / "world", WorldConfig(
+        scenes=1, samples_per_scene=5, image_width=192, image_height=108,
+        lidar_azimuth_steps=180, val_fraction=0.0), workers=1)
+    bag = tmp_path / "world.bag"
+    subprocess.run([str(VENV_BIN / "nuscenes2bag"), "--dataroot", str(world), "--out",
+                    str(bag), "--quiet"], check=True, timeout=120)
+    threshold = 0.05
+    offline = DetectorPipeline.from_checkpoint(checkpoint, device="cpu")
+    expected = {}
+    for sample in read_bag_samples(bag, load_lidar=False):
+        boxes = offline(sample)
+        expected[sample.timestamp] = boxes.select(boxes.scores >= threshold)
+    assert len(expected) == 5 and all(len(b) for b in expected.values())
+
+    name = unique("det_replay")
+    remaps = {f"~/input/{c}/image": f"/{c}/image_raw" for c in CAMERA_NAMES}
+    remaps |= {f"~/input/{c}/camera_info": f"/{c}/camera_info" for c in CAMERA_NAMES}
+    remaps |= {f"~/input/{r}/points": f"/{r}" for r in RADAR_NAMES}
+    remaps["~/input/keyframes"] = "/imkd/keyframes"
+    node = DetectorProcess(name, {
+        "checkpoint": str(checkpoint), "device": "cpu", "trigger": "keyframes",
+        "score_threshold": threshold,
+        "queue_size": 50, "use_sim_time": True}, tmp_path, remaps)  # sim time from --clock
+    rig = Rig(context, name, (), ())
+    replay = None
+    try:
+        rig.wait_ready(node)
+        topics = [*remaps.values(), "/tf", "/tf_static"]
+        replay = subprocess.Popen([str(VENV_BIN / "imkd-replay"), str(bag), "--rate", "0.5",
+                                   "--clock", "--quiet", "--wait-for-subscribers",
+                                   "--topics", *topics])
+        rig.spin_until(lambda: replay.poll() is not None, 120, "the replay to finish")
+        assert replay.returncode == 0
+        rig.spin_until(lambda: len({_stamp(d) for d in rig.detections}) >= len(expected), 60,
+                       f"detections for all {len(expected)} keyframes")
+        rig.spin(0.5)  # nothing else may come
+    finally:
+        if replay is not None and replay.poll() is None:
+            replay.kill()
+        rig.node.destroy_node()
+        node.stop()
+        print(node.log())  # shown by pytest when the test fails
+    got = {_stamp(d): d for d in rig.detections}
+    assert set(got) == set(expected), node.log()
+    for stamp, boxes in expected.items():
+        msg = got[stamp]
+        assert msg.header.frame_id == "base_link"
+        assert [d.results[0].hypothesis.class_id for d in msg.detections] == [
+            CLASSES[i] for i in boxes.labels]
+        np.testing.assert_allclose([d.results[0].hypothesis.score for d in msg.detections],
+                                   boxes.scores, atol=1e-6)
+        params = np.array([[d.bbox.center.position.x, d.bbox.center.position.y,
+                            d.bbox.center.position.z, d.bbox.size.x, d.bbox.size.y,
+                            d.bbox.size.z] for d in msg.detections])
+        np.testing.assert_allclose(params, boxes.params[:, :6], atol=1e-4)
+        yaws = [quaternion_yaw([d.bbox.center.orientation.w, d.bbox.center.orientation.x,
+                                d.bbox.center.orientation.y, d.bbox.center.orientation.z])
+                for d in msg.detections]
+        np.testing.assert_allclose(np.cos(yaws), np.cos(boxes.params[:, 6]), atol=1e-4)
+        np.testing.assert_allclose(np.sin(yaws), np.sin(boxes.params[:, 6]), atol=1e-4)
+
+
+def _stamp(msg) -> int:
+    return msg.header.stamp.sec * NS + msg.header.stamp.nanosec
+
