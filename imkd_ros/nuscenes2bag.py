@@ -17,7 +17,6 @@ naming the file; with `--skip-missing` the message is left out and counted in th
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from collections import defaultdict
@@ -66,6 +65,7 @@ from imkd_core.data.nuscenes import (
 )
 from imkd_core.data.pointcloud2 import PointCloud2Error
 from imkd_core.data.radar_pcd import RadarPcdError, read_radar_pcd
+from imkd_core.interrupts import sigterm_as_keyboard_interrupt
 from imkd_core.sample import NUSCENES_RADAR_FIELDS
 
 IMAGE_MODES = ("raw", "compressed")
@@ -414,26 +414,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raise_interrupt(signum, _frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        summary = convert(args.dataroot, args.out, version=args.version, scenes=args.scene,
-                          storage=args.storage, images=args.images,
-                          skip_missing=args.skip_missing, overwrite=args.overwrite,
-                          progress=not args.quiet)
+        with sigterm_as_keyboard_interrupt():
+            summary = convert(args.dataroot, args.out, version=args.version, scenes=args.scene,
+                              storage=args.storage, images=args.images,
+                              skip_missing=args.skip_missing, overwrite=args.overwrite,
+                              progress=not args.quiet)
     except KeyboardInterrupt:
         print(f"nuscenes2bag: interrupted; nothing written to {args.out}", file=sys.stderr)
         return 130
     except (ConversionError, BagError, NuScenesDataError, RadarPcdError) as exc:
         print(f"nuscenes2bag: error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     for path, reason in summary.skipped:
         print(f"nuscenes2bag: skipped {path}: {reason}", file=sys.stderr)
     print(f"nuscenes2bag: {summary.line()}")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from pathlib import Path
 from rosbags.interfaces import QosDurability, QosHistory, QosReliability
 
 from imkd_core.data.bag import BagError, open_reader
+from imkd_core.interrupts import sigterm_as_keyboard_interrupt
 
 CLOCK_TOPIC = "/clock"
 
@@ -330,26 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raise_interrupt(signum, _frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        stats = play(args.bag, rate=args.rate, start_offset=args.start_offset, loop=args.loop,
-                     clock=args.clock, clock_hz=args.clock_hz, topics=args.topics,
-                     delay=args.delay, wait_for_subscribers=args.wait_for_subscribers,
-                     progress=not args.quiet)
+        with sigterm_as_keyboard_interrupt():
+            stats = play(args.bag, rate=args.rate, start_offset=args.start_offset,
+                         loop=args.loop, clock=args.clock, clock_hz=args.clock_hz,
+                         topics=args.topics, delay=args.delay,
+                         wait_for_subscribers=args.wait_for_subscribers,
+                         progress=not args.quiet)
     except KeyboardInterrupt:  # before playback started (e.g. while opening)
         print("imkd-replay: interrupted", file=sys.stderr)
         return 0
     except (ReplayError, BagError) as exc:
         print(f"imkd-replay: error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     print(f"imkd-replay: {stats.line()}", file=sys.stderr)
     return 0
 

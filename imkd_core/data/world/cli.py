@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from imkd_core.data.world.config import (
     parse_conditions,
     parse_image_size,
 )
+from imkd_core.interrupts import sigterm_as_keyboard_interrupt
 
 
 def _arg_type(parser):
@@ -83,23 +83,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"imkd world: {exc}", file=sys.stderr)
         return 2
 
-    def terminate(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, terminate)
     stats: dict = {}
     try:
-        out = generate_world(args.out, config, workers=args.workers or None,
-                             overwrite=args.overwrite, progress=not args.no_progress,
-                             stats=stats)
+        with sigterm_as_keyboard_interrupt():
+            out = generate_world(args.out, config, workers=args.workers or None,
+                                 overwrite=args.overwrite, progress=not args.no_progress,
+                                 stats=stats)
     except FileExistsError as exc:
         print(f"imkd world: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("imkd world: interrupted; nothing was written", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     size = _disk_usage(out)
     print(f"wrote {out}: {stats['scenes']} scenes ({config.num_val_scenes} val), "
           f"{stats['samples']} samples, {stats['sample_data']} sample_data, "
