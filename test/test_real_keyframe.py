@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from nuscenes_minimal import loadable_real_copy
 from PIL import Image, ImageDraw
 
 from imkd_core.data.nuscenes import NuScenesReader, read_lidar_bin
@@ -40,26 +40,13 @@ from imkd_core.sample import CAMERA_NAMES, CLASSES, LIDAR_NAME
 TOKEN = "ca9a282c9e77460f8360f564131a8af5"
 INFO = "infos/mmdet3d_info_v1.0-mini_ca9a282c.json"
 OVERLAY = Path(os.environ.get("IMKD_OVERLAY_REAL", "/tmp/imkd_overlay_real.png"))
-LOG = {"token": "7e25a2c8ea1f41c5b0da1e69ecfa71a2", "logfile": "n015-2018-07-24-11-22-45+0800",
-       "vehicle": "n015", "date_captured": "2018-07-24", "location": "singapore-onenorth"}
-MAP = {"category": "semantic_prior", "token": "53992ee3023e5494b90c316c183be829",
-       "filename": "maps/53992ee3023e5494b90c316c183be829.png", "log_tokens": [LOG["token"]]}
 
 
 @pytest.fixture(scope="session")
 def real_root(real_nuscenes_dir, tmp_path_factory) -> Path:
     """A loadable copy: the shared keyframe plus the 4 tables and the map PNG it lacks."""
-    root = tmp_path_factory.mktemp("nuscenes_real") / "nuscenes"
-    shutil.copytree(real_nuscenes_dir, root)
-    for path in [root, *root.rglob("*")]:
-        path.chmod(path.stat().st_mode | 0o200)  # the shared copy is read-only
-    tables = root / "v1.0-test"
-    for name, records in (("instance", []), ("sample_annotation", []), ("log", [LOG]),
-                          ("map", [MAP])):
-        (tables / f"{name}.json").write_text(json.dumps(records))
-    (root / MAP["filename"]).parent.mkdir(parents=True)
-    Image.new("L", (8, 8)).save(root / MAP["filename"])
-    return root
+    return loadable_real_copy(real_nuscenes_dir,
+                              tmp_path_factory.mktemp("nuscenes_real") / "nuscenes")
 
 
 @pytest.fixture(scope="session")
