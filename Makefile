@@ -2,16 +2,20 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.imkd-setup-stamp
-# Fast suite by default; CI also runs the slow end-to-end checks (`make test-all`).
+# `make test`: lint + the fast suite. The slow end-to-end checks (`-m slow`) run in
+# `make test-slow`; CI runs both (`.ci/run`), `make test-all` runs everything at once.
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all lint demo clean
+.PHONY: setup test test-slow test-all lint demo clean
 
 setup:
 	@bash scripts/setup.sh
 
 test: setup lint
 	@bash scripts/run_pytest.sh -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	@bash scripts/run_pytest.sh -m slow $(PYTEST_ARGS)
 
 test-all: setup lint
 	@bash scripts/run_pytest.sh $(PYTEST_ARGS)
