@@ -161,6 +161,10 @@ def box_corners(boxes) -> np.ndarray:
     return np.stack([x, y, local[..., 2]], axis=-1) + boxes[:, None, :3]
 
 
+# The 12 edges of `box_corners` as 24 corner indices, consecutive pairs (a LINE_LIST).
+BOX_EDGES = np.array([0, 1, 1, 2, 2, 3, 3, 0, 4, 5, 5, 6, 6, 7, 7, 4, 0, 4, 1, 5, 2, 6, 3, 7])
+
+
 def points_in_boxes(points, boxes) -> np.ndarray:
     """(P, 3+) points, (N, 7+) boxes -> (N, P) bool: point inside the (yawed) box."""
     points = np.asarray(points, dtype=np.float64)

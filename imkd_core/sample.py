@@ -24,6 +24,13 @@ CLASSES: tuple[str, ...] = (
     "traffic_cone",
 )
 CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
+# RGB (0..1) per class, indexed like CLASSES: one palette, so ground truth and detections show a
+# class in the same colour in RViz and in plots.
+CLASS_COLORS: tuple[tuple[float, float, float], ...] = (
+    (0.12, 0.47, 0.71), (1.00, 0.50, 0.05), (0.55, 0.34, 0.29), (0.84, 0.15, 0.16),
+    (0.58, 0.40, 0.74), (0.50, 0.50, 0.50), (0.89, 0.47, 0.76), (0.74, 0.74, 0.13),
+    (0.17, 0.63, 0.17), (0.09, 0.75, 0.81),
+)
 
 CAMERA_NAMES: tuple[str, ...] = (
     "CAM_FRONT",

@@ -9,12 +9,9 @@ topic name and drops the message. Outputs: detections (`imkd_core.sample.Boxes`,
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point
-from PIL import Image as PILImage
 from std_msgs.msg import ColorRGBA, Header
 from vision_msgs.msg import (
     BoundingBox3D,
@@ -26,9 +23,14 @@ from vision_msgs.msg import (
 )
 from visualization_msgs.msg import Marker, MarkerArray
 
+from imkd_core.data.image_codec import (
+    ImageDecodeError,
+    decode_compressed_image,
+    decode_raw_image,
+)
 from imkd_core.data.pointcloud2 import PointCloud2Error, decode_pointcloud2
-from imkd_core.geometry import box_corners, make_transform, yaw_to_quaternion
-from imkd_core.sample import CLASSES
+from imkd_core.geometry import BOX_EDGES, box_corners, make_transform, yaw_to_quaternion
+from imkd_core.sample import CLASS_COLORS, CLASSES
 
 
 class ConversionError(ValueError):
@@ -41,53 +43,21 @@ def stamp_to_ns(stamp) -> int:
 
 
 # ------------------------------------------------------------------------------------- images
-# encoding -> (channels, indices that give RGB from the stored channel order)
-_ENCODINGS = {
-    "rgb8": (3, [0, 1, 2]),
-    "bgr8": (3, [2, 1, 0]),
-    "rgba8": (4, [0, 1, 2]),
-    "bgra8": (4, [2, 1, 0]),
-    "mono8": (1, [0, 0, 0]),
-}
-
-
 def image_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image -> (H, W, 3) uint8 RGB. For unpadded rgb8 this is a view of the
-    message's buffer (no copy; the array keeps the buffer alive), otherwise a new array."""
-    encoding = msg.encoding.lower()
-    if encoding not in _ENCODINGS:
-        raise ConversionError(f"unsupported encoding {msg.encoding!r} "
-                              f"(supported: {', '.join(_ENCODINGS)})")
-    channels, order = _ENCODINGS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ConversionError(f"empty image {width}x{height}")
-    if step < width * channels:
-        raise ConversionError(f"step {step} < width {width} x {channels} bytes per pixel")
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size != step * height:
-        raise ConversionError(f"data has {data.size} bytes, step x height = {step * height}")
-    pixels = data.reshape(height, step)[:, : width * channels].reshape(height, width, channels)
-    if channels == 3 and order == [0, 1, 2]:
-        return np.ascontiguousarray(pixels)
-    return np.ascontiguousarray(pixels[..., order])
+    """sensor_msgs/Image -> (H, W, 3) uint8 RGB, decoded as the offline readers decode it. For
+    unpadded rgb8 this is a view of the message's buffer (no copy), otherwise a new array."""
+    try:
+        return decode_raw_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+    except ImageDecodeError as exc:
+        raise ConversionError(str(exc)) from exc
 
 
 def compressed_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG or PNG) -> (H, W, 3) uint8 RGB."""
-    fmt = msg.format.lower()
-    if not any(kind in fmt for kind in ("jpeg", "jpg", "png")):
-        raise ConversionError(f"unsupported compressed format {msg.format!r} (JPEG or PNG)")
-    data = bytes(msg.data)
-    if not data:
-        raise ConversionError("empty compressed image")
-    # PIL, as the offline readers decode image files: the same decoder gives the same pixels.
     try:
-        with PILImage.open(io.BytesIO(data)) as image:
-            return np.array(image.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise ConversionError(f"cannot decode {len(data)} bytes as {msg.format!r}: "
-                              f"{exc}") from exc
+        return decode_compressed_image(bytes(msg.data), msg.format)
+    except ImageDecodeError as exc:
+        raise ConversionError(str(exc)) from exc
 
 
 def camera_info_intrinsics(msg) -> np.ndarray:
@@ -186,26 +156,17 @@ def boxes_to_detections(boxes, header: Header) -> Detection3DArray:
     return Detection3DArray(header=header, detections=detections)
 
 
-# Per-class RGB for markers (tab10-like, fixed so colours mean the same in every session).
-_CLASS_COLORS = np.array([
-    [0.12, 0.47, 0.71], [1.00, 0.50, 0.05], [0.55, 0.34, 0.29], [0.84, 0.15, 0.16],
-    [0.58, 0.40, 0.74], [0.50, 0.50, 0.50], [0.89, 0.47, 0.76], [0.74, 0.74, 0.13],
-    [0.17, 0.63, 0.17], [0.09, 0.75, 0.81]])
-# The 12 edges of `geometry.box_corners` (bottom face 0-3, top face 4-7), as LINE_LIST pairs.
-_EDGES = np.array([0, 1, 1, 2, 2, 3, 3, 0, 4, 5, 5, 6, 6, 7, 7, 4, 0, 4, 1, 5, 2, 6, 3, 7])
-
-
 def boxes_to_markers(boxes, header: Header, lifetime_ns: int) -> MarkerArray:
     """DELETEALL, then per detection a LINE_LIST box, a TEXT label (class + score) and a
     velocity ARROW (from the centre, length = speed over one second), `ns` per class."""
     lifetime = Duration(sec=lifetime_ns // 1_000_000_000, nanosec=lifetime_ns % 1_000_000_000)
     markers = [Marker(header=header, action=Marker.DELETEALL)]
     params = np.asarray(boxes.params, dtype=np.float64)
-    edges = box_corners(params)[:, _EDGES] if len(params) else np.zeros((0, 24, 3))
+    edges = box_corners(params)[:, BOX_EDGES] if len(params) else np.zeros((0, 24, 3))
     scores = np.asarray(boxes.scores, dtype=np.float64)
     for k, (p, label, score) in enumerate(zip(params.tolist(), boxes.labels.tolist(),
                                               scores.tolist())):
-        r, g, b = _CLASS_COLORS[label].tolist()
+        r, g, b = CLASS_COLORS[label]
         common = dict(header=header, ns=CLASSES[label], action=Marker.ADD, lifetime=lifetime,
                       color=ColorRGBA(r=r, g=g, b=b, a=1.0))
         box = Marker(id=3 * k, type=Marker.LINE_LIST, **common)

@@ -53,7 +53,6 @@ the reader's). Any `ros2 bag play` consumer can ignore the topic.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
@@ -75,6 +74,11 @@ from rosbags.interfaces import (
 )
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
+from imkd_core.data.image_codec import (
+    ImageDecodeError,
+    decode_compressed_image,
+    decode_raw_image,
+)
 from imkd_core.data.pointcloud2 import (
     FLOAT32,
     UINT16,
@@ -91,9 +95,10 @@ from imkd_core.data.sweeps import (
     aggregate_radar_sweeps,
     sensor_to_keyframe,
 )
-from imkd_core.geometry import box_corners, make_transform, yaw_to_quaternion
+from imkd_core.geometry import BOX_EDGES, box_corners, make_transform, yaw_to_quaternion
 from imkd_core.sample import (
     CAMERA_NAMES,
+    CLASS_COLORS,
     CLASS_INDEX,
     CLASSES,
     LIDAR_NAME,
@@ -293,17 +298,6 @@ def detections_msg(boxes: Boxes, stamp: int, frame_id: str = BASE_FRAME):
     return t[DETECTIONS_TYPE](header=header, detections=detections)
 
 
-# One colour per class (RGB, 0..1), shared by ground truth markers.
-CLASS_COLORS: dict[str, tuple[float, float, float]] = {
-    "car": (0.0, 0.6, 1.0), "truck": (1.0, 0.5, 0.0), "construction_vehicle": (0.8, 0.8, 0.0),
-    "bus": (1.0, 0.0, 0.5), "trailer": (0.6, 0.3, 0.0), "barrier": (0.6, 0.6, 0.6),
-    "motorcycle": (1.0, 0.0, 0.0), "bicycle": (0.0, 1.0, 0.5), "pedestrian": (0.0, 1.0, 0.0),
-    "traffic_cone": (1.0, 1.0, 1.0),
-}
-_BOX_EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4),
-              (0, 4), (1, 5), (2, 6), (3, 7))
-
-
 def _marker(header, ns: str, marker_id: int, marker_type: int, action: int = 0, pose=None,
             scale=(1.0, 1.0, 1.0), color=(1.0, 1.0, 1.0, 1.0), lifetime_ns: int = 0,
             points=(), text: str = ""):
@@ -342,8 +336,8 @@ def markers_msg(boxes: Boxes, stamp: int, frame_id: str = BASE_FRAME,
     corners = box_corners(boxes.params) if len(boxes) else np.zeros((0, 8, 3))
     for i, (params, label) in enumerate(zip(boxes.params, boxes.labels)):
         name = CLASSES[int(label)]
-        rgba = (*CLASS_COLORS.get(name, (1.0, 1.0, 1.0)), 1.0)
-        edges = [corners[i][j] for edge in _BOX_EDGES for j in edge]
+        rgba = (*CLASS_COLORS[int(label)], 1.0)
+        edges = corners[i][BOX_EDGES]
         markers.append(_marker(header, name, 3 * i, MARKER_LINE_LIST, scale=(0.05, 0, 0),
                                color=rgba, lifetime_ns=lifetime_ns, points=edges))
         x, y, z, _, _, h = params[:6]
@@ -510,27 +504,14 @@ def open_reader(bag_path: str | Path) -> Reader:
 
 
 def decode_image(msg) -> np.ndarray:
-    """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) or CompressedImage -> (H, W, 3)
-    uint8 RGB. Compressed data is decoded exactly as `nuscenes.read_image` decodes a file."""
-    if msg.__msgtype__ == COMPRESSED_TYPE:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(msg.data.tobytes())) as image:
-            return np.array(image.convert("RGB"))
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-    if msg.encoding not in channels:
-        raise BagError(f"image encoding {msg.encoding!r} not supported ({sorted(channels)})")
-    c = channels[msg.encoding]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if step < w * c or msg.data.size < h * step:
-        raise BagError(f"image data too short: {msg.data.size} bytes for {h}x{w} {msg.encoding} "
-                       f"with step {step}")
-    pixels = np.asarray(msg.data[: h * step]).reshape(h, step)[:, : w * c].reshape(h, w, c)
-    if msg.encoding == "mono8":
-        return np.repeat(pixels, 3, axis=2)
-    if msg.encoding.startswith("bgr"):
-        pixels = pixels[..., 2::-1]
-    return np.ascontiguousarray(pixels[..., :3])
+    """sensor_msgs/Image or CompressedImage -> (H, W, 3) uint8 RGB, decoded by the same code
+    as the nuScenes reader's image files and the node's live messages (`image_codec`)."""
+    try:
+        if msg.__msgtype__ == COMPRESSED_TYPE:
+            return decode_compressed_image(msg.data.tobytes(), msg.format)
+        return decode_raw_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+    except ImageDecodeError as exc:
+        raise BagError(f"{msg.__msgtype__}: {exc}") from exc
 
 
 @dataclass

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from imkd_core.data.image_codec import ImageDecodeError, decode_compressed_image
 from imkd_core.data.radar_pcd import RadarPcdError, read_radar_pcd
 from imkd_core.data.sweeps import (
     RadarFilter,
@@ -83,11 +83,10 @@ def read_image(path: str | Path) -> np.ndarray:
     """A camera image file -> (H, W, 3) uint8 RGB."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            return np.array(image.convert("RGB"))
+        return decode_compressed_image(path.read_bytes())
     except FileNotFoundError as exc:
         raise NuScenesDataError(f"{path}: image file missing") from exc
-    except OSError as exc:  # PIL.UnidentifiedImageError, truncated JPEG, permissions
+    except (OSError, ImageDecodeError) as exc:  # permissions; not an image, truncated
         raise NuScenesDataError(f"{path}: cannot read image ({exc})") from exc
 
 
