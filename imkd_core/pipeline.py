@@ -15,6 +15,7 @@ evaluated offline.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from torch import nn
 from imkd_core.config import ModelConfig, config_from_dict, load_model_config
 from imkd_core.models.detector import build_model
 from imkd_core.models.head import decode
-from imkd_core.preprocess import Preprocessor, collate, to_device
+from imkd_core.preprocess import PreparedImage, Preprocessor, collate, to_device
 from imkd_core.sample import Boxes, Sample
 
 CHECKPOINT_FORMAT = "imkd_ros-checkpoint"
@@ -115,15 +116,22 @@ class DetectorPipeline:
             model = build_model(kind, config)
         return cls(model, config, device)
 
-    def preprocess(self, sample: Sample) -> dict[str, torch.Tensor]:
-        return to_device(collate([self.preprocessor(sample)]), self.device)
+    def prepare_image(self, image: np.ndarray) -> PreparedImage:
+        """One camera image's model input, made ahead of `preprocess` (see `Preprocessor`)."""
+        return self.preprocessor.prepare_image(image)
 
-    @torch.no_grad()
+    def preprocess(self, sample: Sample, prepared: Mapping[str, PreparedImage] | None = None
+                   ) -> dict[str, torch.Tensor]:
+        """`prepared`: camera name -> `prepare_image(that camera's image)`, made earlier."""
+        return to_device(collate([self.preprocessor(sample, prepared=prepared)]), self.device)
+
+    @torch.inference_mode()
     def infer(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The model's outputs: head maps (heatmap, offset, z, size, rot, vel) and the BEV
         features/intensity logits, without gradient."""
         return self.model(batch)
 
+    @torch.inference_mode()
     def postprocess(self, outputs: dict[str, torch.Tensor]) -> Boxes:
         det = decode(outputs, self.config.bev_grid, self.config.head, self.config.classes)[0]
         return Boxes(params=det["boxes"].double().cpu().numpy().reshape(-1, 9),

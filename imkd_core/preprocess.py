@@ -18,11 +18,18 @@ Per sample (unbatched; `collate` pads and stacks):
 - `gt_boxes` (M, 9) and `gt_labels` (M,) (global CLASSES indices) when the sample has GT.
 After `collate`: a leading batch dim, and `radar_mask`, `lidar_mask`, `gt_mask` (B, P) for the
 padded keys.
+
+Each camera's model input depends only on its own image and the augmentation, so a caller that
+receives images one at a time (the ROS node) can run `Preprocessor.prepare_image` as each image
+arrives and hand the results to `__call__` (`prepared=`): the same function on the same
+pixels, so the tensors are identical, but the resizing is off the path from a complete frame
+to its detections.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,6 +142,17 @@ def transform_image(image: np.ndarray, tf: ImageTransform, mean: torch.Tensor, s
     return out
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """One camera image as the model takes it: `tensor` (3, H, W) float32 normalised, on the
+    preprocessor's device; `matrix` (3, 3) maps original pixels to model-input pixels; `source`
+    is the original image's shape (H, W, 3), checked against the sample's image when used."""
+
+    tensor: torch.Tensor
+    matrix: np.ndarray
+    source: tuple[int, ...]
+
+
 def augment_points(points: np.ndarray, A: np.ndarray, velocity_cols: tuple[int, ...] = ()
                    ) -> np.ndarray:
     """Apply the BEV augmentation to (N, F) points: xyz, and (vx, vy) column pairs."""
@@ -196,13 +214,28 @@ class Preprocessor:
         return ((points[:, 0] >= g.x_min) & (points[:, 0] < g.x_max) & (points[:, 1] >= g.y_min)
                 & (points[:, 1] < g.y_max) & (points[:, 2] >= g.z_min) & (points[:, 2] < g.z_max))
 
+    def prepare_image(self, image: np.ndarray, aug: AugParams | None = None) -> PreparedImage:
+        """(H, W, 3) uint8 camera image -> its model input (`aug`: the identity by default)."""
+        cfg = self.config.image
+        tf = image_transform(image.shape[0], image.shape[1], cfg.height, cfg.width,
+                             cfg.crop_anchor_v, aug or AugParams())
+        return PreparedImage(transform_image(image, tf, self.mean, self.std, self.device),
+                             tf.matrix, tuple(image.shape))
+
     def __call__(self, sample: Sample, aug: AugParams | None = None,
-                 rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+                 rng: np.random.Generator | None = None,
+                 prepared: Mapping[str, PreparedImage] | None = None) -> dict[str, torch.Tensor]:
+        """`prepared`: camera name -> `prepare_image(sample.cameras[name].image)` made earlier
+        with the identity augmentation (evaluation only); cameras not in it are prepared here."""
         cfg = self.config
         if aug is None:
             if self.train and rng is None:
                 rng = np.random.default_rng()
             aug = self.draw_aug(rng) if self.train else AugParams()
+        prepared = prepared or {}
+        if prepared and aug != AugParams():
+            raise ValueError("prepared images are made without augmentation; "
+                             "pass prepared=None when augmenting")
         point_rng = rng if self.train else None
         A = bev_matrix(aug)
         H, W = cfg.image.height, cfg.image.width
@@ -218,13 +251,17 @@ class Preprocessor:
                 Ts.append(A.copy())
                 valid.append(False)
                 continue
-            tf = image_transform(cam.image.shape[0], cam.image.shape[1], H, W,
-                                 cfg.image.crop_anchor_v, aug)
-            images.append(transform_image(cam.image, tf, self.mean, self.std, device))
-            Ks.append(tf.matrix @ np.asarray(cam.K, dtype=np.float64))
+            image = prepared.get(name)
+            if image is None:
+                image = self.prepare_image(cam.image, aug)
+            elif image.source != cam.image.shape:
+                raise ValueError(f"{name}: prepared image was made from a {image.source} image, "
+                                 f"the sample's is {cam.image.shape}")
+            images.append(image.tensor)
+            Ks.append(image.matrix @ np.asarray(cam.K, dtype=np.float64))
             Ts.append(A @ np.asarray(cam.T_ego_cam, dtype=np.float64))
             valid.append(True)
-            image_aug = tf.matrix if image_aug is None else image_aug
+            image_aug = image.matrix if image_aug is None else image_aug
         out: dict[str, torch.Tensor] = {
             "images": torch.stack(images) if images else torch.zeros((0, 3, H, W)),
             "cam_valid": torch.tensor(valid, dtype=torch.bool),
@@ -279,7 +316,9 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         else:
             if any(key not in item for item in items):
                 raise KeyError(f"collate: {key!r} missing from some samples")
-            batch[key] = torch.stack([item[key] for item in items])
+            tensors = [item[key] for item in items]
+            # one sample (inference): a view, not a copy of six camera images
+            batch[key] = tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
     return batch
 
 

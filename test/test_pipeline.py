@@ -122,6 +122,28 @@ def test_eval_preprocessing_is_deterministic_and_training_augments(tiny):
     assert not torch.equal(c["bev_aug"], d["bev_aug"])
 
 
+def test_images_prepared_ahead_give_the_same_batch(tiny):
+    """The node prepares each image as it arrives; the batch must be the offline one, bit for
+    bit, with any subset of cameras prepared ahead."""
+    sample = make_sample(2)
+    pipe = DetectorPipeline.from_config(tiny, device="cpu")
+    reference = pipe.preprocess(sample)
+    names = sorted(sample.cameras)
+    for prepared_names in (names, names[:2], []):
+        prepared = {c: pipe.prepare_image(sample.cameras[c].image) for c in prepared_names}
+        batch = pipe.preprocess(sample, prepared)
+        assert batch.keys() == reference.keys()
+        for key in reference:
+            assert torch.equal(batch[key], reference[key]), key
+    other = np.zeros((50, 80, 3), np.uint8)
+    with pytest.raises(ValueError, match=f"{names[0]}: prepared image was made from a "
+                                         r"\(50, 80, 3\) image"):
+        pipe.preprocess(sample, {names[0]: pipe.prepare_image(other)})
+    prepared = {names[0]: pipe.prepare_image(sample.cameras[names[0]].image)}
+    with pytest.raises(ValueError, match="without augmentation"):
+        Preprocessor(tiny)(sample, aug=AUGS["flip"], prepared=prepared)
+
+
 def test_points_are_capped_and_collate_pads_with_masks(tiny):
     cfg = apply_overrides(tiny, {"radar.pillars.max_points": 20})
     big, small = make_sample(0, num_objects=12), make_sample(1, num_objects=1)
