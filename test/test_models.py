@@ -14,7 +14,7 @@ from imkd_core.distill.losses import build_targets
 from imkd_core.models import Student, Teacher, freeze
 from imkd_core.models.camera_branch import LiftSplat
 from imkd_core.models.fpn import FPN
-from imkd_core.models.head import class_map_tensor, decode, encode_targets
+from imkd_core.models.head import circle_nms_keep, class_map_tensor, decode, encode_targets
 from imkd_core.models.resnet import ResNet
 from imkd_core.models.synthetic import make_sample, random_boxes
 from imkd_core.preprocess import AugParams, Preprocessor, collate, image_transform
@@ -169,6 +169,25 @@ def test_head_encode_decode_recovers_boxes(tiny):
         np.testing.assert_allclose(found[i, 7:9], p[7:9], atol=1e-4)
         assert int(det["labels"][i]) == label
     assert (det["scores"] > 0.99).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_circle_nms_is_the_greedy_suppression(seed):
+    """Against the plain greedy pass: in score order, keep a box unless a kept box of its class
+    is within the class radius."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    xy = torch.tensor(rng.uniform(-20, 20, (n, 2)), dtype=torch.float32)
+    labels = torch.tensor(rng.integers(0, 3, n))
+    radius = torch.tensor([2.0, 0.5, 3.5])
+    kept = []
+    for i in range(n):
+        if all(labels[j] != labels[i] or torch.dist(xy[i], xy[j]) > radius[labels[i]]
+               for j in kept):
+            kept.append(i)
+    got = circle_nms_keep(xy, labels, radius)
+    assert got.tolist() == kept and 0 < len(kept) < n
+    assert circle_nms_keep(xy[:0], labels[:0], radius).tolist() == []
 
 
 def test_head_targets_mask_outside_and_unknown_classes(tiny):

@@ -31,8 +31,9 @@ from imkd_core.sample import (
 )
 
 _RAW = {name: i for i, name in enumerate(NUSCENES_RADAR_FIELDS)}
-# For every output column of RADAR_POINT_COLUMNS, the raw radar column it copies (dt: computed).
-_RADAR_SOURCE = [(_RAW[name] if name in _RAW else -1) for name in RADAR_POINT_COLUMNS]
+# The output columns of RADAR_POINT_COLUMNS copied from raw radar columns (dt is computed).
+_RADAR_COPIED = [c for c, name in enumerate(RADAR_POINT_COLUMNS) if name in _RAW]
+_RADAR_SOURCE = [_RAW[RADAR_POINT_COLUMNS[c]] for c in _RADAR_COPIED]
 
 
 def sensor_to_keyframe(T_ego_sensor, T_map_ego_sweep, T_map_ego_key) -> np.ndarray:
@@ -74,9 +75,7 @@ def radar_to_keyframe(raw, T_ego_radar, T_map_ego_sweep, T_map_ego_key, sweep_st
         raise ValueError(f"radar sweep must be (N, {len(NUSCENES_RADAR_FIELDS)}), got {raw.shape}")
     T = sensor_to_keyframe(T_ego_radar, T_map_ego_sweep, T_map_ego_key)
     out = np.empty((raw.shape[0], len(RADAR_POINT_COLUMNS)), dtype=np.float32)
-    for column, source in enumerate(_RADAR_SOURCE):
-        if source >= 0:
-            out[:, column] = raw[:, source]
+    out[:, _RADAR_COPIED] = raw[:, _RADAR_SOURCE]
     out[:, [0, 1, 2]] = _apply(T, raw[:, [_RAW["x"], _RAW["y"], _RAW["z"]]])
     rot2 = T[:2, :2]  # rotating (vx, vy, 0) and keeping x, y uses only the top-left block
     for vx, vy in (("vx", "vy"), ("vx_comp", "vy_comp")):

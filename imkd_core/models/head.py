@@ -189,14 +189,17 @@ def circle_nms_keep(xy: torch.Tensor, labels: torch.Tensor, radius: torch.Tensor
     same = labels[:, None] == labels[None, :]
     close = same & (dist <= radius[labels][:, None])
     close = torch.triu(close, diagonal=1).cpu().numpy()
+    # Only boxes close to another can suppress or be suppressed: run the sequential greedy
+    # pass over those alone (same result, and most candidates are usually not involved).
+    involved = np.flatnonzero(close.any(axis=0) | close.any(axis=1))
+    close = close[np.ix_(involved, involved)]
+    removed_involved = np.zeros(len(involved), dtype=bool)
+    for k in range(len(involved)):
+        if not removed_involved[k]:
+            removed_involved |= close[k]
     removed = np.zeros(n, dtype=bool)
-    keep = []
-    for i in range(n):
-        if removed[i]:
-            continue
-        keep.append(i)
-        removed |= close[i]
-    return torch.as_tensor(keep, dtype=torch.long, device=xy.device)
+    removed[involved] = removed_involved
+    return torch.as_tensor(np.flatnonzero(~removed), dtype=torch.long, device=xy.device)
 
 
 @torch.no_grad()
