@@ -28,6 +28,7 @@ import numpy as np
 
 from imkd_core.data.bag import (
     BASE_FRAME,
+    DETECTIONS_TYPE,
     GT_DETECTIONS_TOPIC,
     GT_MARKERS_TOPIC,
     KEYFRAME_FORMAT,
@@ -45,7 +46,7 @@ from imkd_core.data.bag import (
     camera_info_msg,
     camera_info_topic,
     compressed_image_msg,
-    detections_msg,
+    detections_cdr,
     image_msg,
     image_topic,
     markers_msg,
@@ -302,7 +303,8 @@ def _convert_scene(reader: NuScenesReader, bag: BagWriter, scene: dict, tokens: 
         record = nusc.get("sample", token)
         key_stamp = sample.timestamp
         add(key_stamp, 3, lambda g=sample.gt, t=key_stamp: (
-            bag.write(GT_DETECTIONS_TOPIC, t + offset, detections_msg(g, t)),
+            bag.write_raw(GT_DETECTIONS_TOPIC, DETECTIONS_TYPE, t + offset,
+                          detections_cdr(g, t)),
             bag.write(GT_MARKERS_TOPIC, t + offset, markers_msg(g, t))))
         data = {ch: nusc.get("sample_data", sd_token) for ch, sd_token in record["data"].items()}
         last = max([us_to_ns(sd["timestamp"]) for sd in data.values()] + [key_stamp])

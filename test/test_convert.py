@@ -1,4 +1,5 @@
-"""Message <-> numpy conversions of the node (real rclpy message classes, no DDS needed)."""
+"""Message <-> numpy conversions of the node, and the detection/marker bytes it publishes (real
+rclpy message classes and deserialiser, no DDS needed)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ import cv2
 import numpy as np
 import pytest
 from geometry_msgs.msg import TransformStamped
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
-from visualization_msgs.msg import Marker
+from vision_msgs.msg import Detection3DArray
+from visualization_msgs.msg import Marker, MarkerArray
 
+from imkd_core.data.bag import DETECTIONS_TYPE, detections_cdr, markers_cdr
 from imkd_core.data.pointcloud2 import encode_pointcloud2
+from imkd_core.data.ros_types import typestore
 from imkd_core.geometry import box_corners, make_transform, matrix_to_quaternion, quaternion_yaw
 from imkd_core.sample import CLASSES, NUSCENES_RADAR_FIELDS, Boxes
 from imkd_ros import convert
@@ -198,52 +203,89 @@ def detections(n: int) -> Boxes:
     params[:, 3:6] = [4.5, 1.9, 1.6]
     params[:, 6] = np.linspace(-3, 3, n)
     params[:, 7:9] = [3.0, -1.0]
+    params[n - 1:, 7:9] = 0.0  # the last box is parked: no velocity arrow
     return Boxes(params=params, labels=np.arange(n) % len(CLASSES),
                  scores=np.linspace(0.9, 0.3, n).astype(np.float32))
 
 
-def test_boxes_to_detection3darray_conventions():
-    boxes = detections(4)
-    header = Header(frame_id="base_link")
-    header.stamp.sec, header.stamp.nanosec = 5, 7
-    msg = convert.boxes_to_detections(boxes, header)
-    assert msg.header.frame_id == "base_link" and msg.header.stamp.nanosec == 7
-    assert len(msg.detections) == 4
-    for det, p, label, score in zip(msg.detections, boxes.params, boxes.labels, boxes.scores):
+def reference_detections(boxes: Boxes, stamp: int, frame_id: str):
+    """The Detection3DArray of DESIGN.md §4, built field by field from rosbags' types: the
+    oracle for the bytes `detections_cdr` writes directly."""
+    t = typestore().types
+    header = t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](
+        sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000), frame_id=frame_id)
+    scores = np.ones(len(boxes)) if boxes.scores is None else boxes.scores
+    out = []
+    for p, label, score in zip(boxes.params, boxes.labels, scores):
+        half = p[6] / 2
+        pose = t["geometry_msgs/msg/Pose"](
+            position=t["geometry_msgs/msg/Point"](x=p[0], y=p[1], z=p[2]),
+            orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=np.sin(half),
+                                                          w=np.cos(half)))
+        hypothesis = t["vision_msgs/msg/ObjectHypothesisWithPose"](
+            hypothesis=t["vision_msgs/msg/ObjectHypothesis"](class_id=CLASSES[label],
+                                                             score=float(score)),
+            pose=t["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.zeros(36)))
+        bbox = t["vision_msgs/msg/BoundingBox3D"](
+            center=pose, size=t["geometry_msgs/msg/Vector3"](x=p[3], y=p[4], z=p[5]))
+        out.append(t["vision_msgs/msg/Detection3D"](header=header, results=[hypothesis],
+                                                    bbox=bbox, id=""))
+    return t[DETECTIONS_TYPE](header=header, detections=out)
+
+
+@pytest.mark.parametrize("n", [0, 1, 4, 11])
+@pytest.mark.parametrize("frame_id", ["base_link", "ego"])
+@pytest.mark.parametrize("with_scores", [True, False])
+def test_detections_cdr_is_the_serialised_message(n, frame_id, with_scores):
+    boxes = detections(n)
+    if not with_scores:  # ground truth: score 1.0
+        boxes = Boxes(params=boxes.params, labels=boxes.labels)
+    stamp = 1_532_402_927_647_951_000
+    data = detections_cdr(boxes, stamp, frame_id)
+    expected = typestore().serialize_cdr(reference_detections(boxes, stamp, frame_id),
+                                         DETECTIONS_TYPE)
+    assert data == bytes(expected)
+    # ... and rclpy reads it as the node's subscribers will.
+    msg = deserialize_message(data, Detection3DArray)
+    assert msg.header.frame_id == frame_id and convert.stamp_to_ns(msg.header.stamp) == stamp
+    assert len(msg.detections) == n
+    for det, p, label in zip(msg.detections, boxes.params, boxes.labels):
         c = det.bbox.center
-        np.testing.assert_allclose([c.position.x, c.position.y, c.position.z], p[:3])
-        np.testing.assert_allclose([det.bbox.size.x, det.bbox.size.y, det.bbox.size.z], p[3:6])
+        assert [c.position.x, c.position.y, c.position.z] == list(p[:3])
+        assert [det.bbox.size.x, det.bbox.size.y, det.bbox.size.z] == list(p[3:6])
         q = [c.orientation.w, c.orientation.x, c.orientation.y, c.orientation.z]
-        assert np.isclose(quaternion_yaw(q), p[6])
-        assert det.id == "" and len(det.results) >= 1
+        assert np.isclose(np.cos(quaternion_yaw(q) - p[6]), 1.0)
+        assert det.id == "" and len(det.results) == 1
         assert det.results[0].hypothesis.class_id == CLASSES[label]
-        assert np.isclose(det.results[0].hypothesis.score, score)
-    none = Boxes(np.zeros((0, 9)), np.zeros(0, np.int64), np.zeros(0, np.float32))
-    assert convert.boxes_to_detections(none, header).detections == []
-    assert len(convert.boxes_to_markers(none, header, 1).markers) == 1  # DELETEALL only
+        assert det.results[0].pose.pose == c
 
 
 def test_markers_deleteall_box_text_arrow():
     boxes = detections(3)
-    msg = convert.boxes_to_markers(boxes, Header(frame_id="base_link"), 1_500_000_000)
-    markers = msg.markers
+    data = markers_cdr(boxes, 5_000_000_007, "base_link", 1_500_000_000)
+    markers = deserialize_message(data, MarkerArray).markers
     assert markers[0].action == Marker.DELETEALL
-    assert len(markers) == 1 + 3 * 3
+    assert len(markers) == 1 + 3 + 3 + 2  # boxes, labels, arrows of the two moving boxes
     for k in range(3):
-        box, text, arrow = markers[1 + 3 * k: 4 + 3 * k]
         name = CLASSES[boxes.labels[k]]
-        assert box.type == Marker.LINE_LIST and box.ns == name and len(box.points) == 24
+        box, text = (m for m in markers if m.ns == name and m.id in (3 * k, 3 * k + 1))
+        assert box.type == Marker.LINE_LIST and len(box.points) == 24
+        assert box.header.frame_id == "base_link" and box.header.stamp.nanosec == 7
         pts = np.array([[p.x, p.y, p.z] for p in box.points])
         corners = box_corners(boxes.params[k:k + 1])[0]
         assert np.allclose(np.sort(np.unique(pts.round(6), axis=0), axis=0),
                            np.sort(corners.round(6), axis=0))
-        assert text.type == Marker.TEXT_VIEW_FACING and text.text.startswith(name)
-        assert arrow.type == Marker.ARROW and len(arrow.points) == 2
-        tip = arrow.points[1]
-        np.testing.assert_allclose([tip.x - arrow.points[0].x, tip.y - arrow.points[0].y],
-                                   boxes.params[k, 7:9])
+        assert text.type == Marker.TEXT_VIEW_FACING
+        assert text.text == f"{name} {boxes.scores[k]:.2f}"
         assert box.lifetime.sec == 1 and box.lifetime.nanosec == 500_000_000
-    assert len({(m.ns, m.id) for m in markers[1:]}) == 9
+    arrows = [m for m in markers if m.type == Marker.ARROW and m.action == Marker.ADD]
+    assert [m.id for m in arrows] == [2, 5]
+    for arrow in arrows:
+        tail, tip = arrow.points
+        np.testing.assert_allclose([tip.x - tail.x, tip.y - tail.y], [3.0, -1.0])
+    assert len({(m.ns, m.id) for m in markers[1:]}) == len(markers) - 1
+    empty = deserialize_message(markers_cdr(detections(0), 0), MarkerArray)
+    assert [m.action for m in empty.markers] == [Marker.DELETEALL]
 
 
 def test_label_info_lists_classes():
