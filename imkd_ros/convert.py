@@ -3,25 +3,16 @@
 Inputs: `Image` (rgb8/bgr8/mono8 and their alpha variants), `CompressedImage` (JPEG/PNG),
 `CameraInfo`, `PointCloud2` (decoded by `imkd_core.data.pointcloud2`, which the bag tools share),
 `TFMessage`. Every check that fails raises `ConversionError` with the reason; the node adds the
-topic name and drops the message. Outputs: detections (`imkd_core.sample.Boxes`, ego frame) ->
-`vision_msgs/Detection3DArray`, RViz `MarkerArray` and `LabelInfo` (DESIGN.md §4).
+topic name and drops the message. Output: the latched `LabelInfo` (DESIGN.md §4); detections and
+markers are serialised by `imkd_core.data.bag` (`detections_cdr`, `markers_cdr`), the same
+bytes the bag converter writes for ground truth.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from builtin_interfaces.msg import Duration
-from geometry_msgs.msg import Point
-from std_msgs.msg import ColorRGBA, Header
-from vision_msgs.msg import (
-    BoundingBox3D,
-    Detection3D,
-    Detection3DArray,
-    LabelInfo,
-    ObjectHypothesisWithPose,
-    VisionClass,
-)
-from visualization_msgs.msg import Marker, MarkerArray
+from std_msgs.msg import Header
+from vision_msgs.msg import LabelInfo, VisionClass
 
 from imkd_core.data.image_codec import (
     ImageDecodeError,
@@ -29,8 +20,8 @@ from imkd_core.data.image_codec import (
     decode_raw_image,
 )
 from imkd_core.data.pointcloud2 import PointCloud2Error, decode_pointcloud2
-from imkd_core.geometry import BOX_EDGES, box_corners, make_transform, yaw_to_quaternion
-from imkd_core.sample import CLASS_COLORS, CLASSES
+from imkd_core.geometry import make_transform
+from imkd_core.sample import CLASSES
 
 
 class ConversionError(ValueError):
@@ -129,60 +120,3 @@ def label_info(frame_id: str, stamp, threshold: float) -> LabelInfo:
     msg = LabelInfo(header=Header(stamp=stamp, frame_id=frame_id), threshold=float(threshold))
     msg.class_map = [VisionClass(class_id=i, class_name=name) for i, name in enumerate(CLASSES)]
     return msg
-
-
-def boxes_to_detections(boxes, header: Header) -> Detection3DArray:
-    """Ego-frame `Boxes` with scores -> Detection3DArray: centre = geometric centre, size =
-    (l, w, h), orientation from yaw, one hypothesis (class name, score), `id` empty."""
-    params = np.asarray(boxes.params, dtype=np.float64)
-    quats = yaw_to_quaternion(params[:, 6])  # [w, x, y, z]
-    scores = np.asarray(boxes.scores, dtype=np.float64)
-    detections = []
-    for p, q, label, score in zip(params.tolist(), quats.tolist(), boxes.labels.tolist(),
-                                  scores.tolist()):
-        det = Detection3D(header=header)
-        det.bbox = BoundingBox3D()
-        pose = det.bbox.center
-        pose.position.x, pose.position.y, pose.position.z = p[0], p[1], p[2]
-        pose.orientation.w, pose.orientation.x = q[0], q[1]
-        pose.orientation.y, pose.orientation.z = q[2], q[3]
-        det.bbox.size.x, det.bbox.size.y, det.bbox.size.z = p[3], p[4], p[5]
-        hyp = ObjectHypothesisWithPose()
-        hyp.hypothesis.class_id = CLASSES[label]
-        hyp.hypothesis.score = score
-        hyp.pose.pose = pose
-        det.results = [hyp]
-        detections.append(det)
-    return Detection3DArray(header=header, detections=detections)
-
-
-def boxes_to_markers(boxes, header: Header, lifetime_ns: int) -> MarkerArray:
-    """DELETEALL, then per detection a LINE_LIST box, a TEXT label (class + score) and a
-    velocity ARROW (from the centre, length = speed over one second), `ns` per class."""
-    lifetime = Duration(sec=lifetime_ns // 1_000_000_000, nanosec=lifetime_ns % 1_000_000_000)
-    markers = [Marker(header=header, action=Marker.DELETEALL)]
-    params = np.asarray(boxes.params, dtype=np.float64)
-    edges = box_corners(params)[:, BOX_EDGES] if len(params) else np.zeros((0, 24, 3))
-    scores = np.asarray(boxes.scores, dtype=np.float64)
-    for k, (p, label, score) in enumerate(zip(params.tolist(), boxes.labels.tolist(),
-                                              scores.tolist())):
-        r, g, b = CLASS_COLORS[label]
-        common = dict(header=header, ns=CLASSES[label], action=Marker.ADD, lifetime=lifetime,
-                      color=ColorRGBA(r=r, g=g, b=b, a=1.0))
-        box = Marker(id=3 * k, type=Marker.LINE_LIST, **common)
-        box.pose.orientation.w = 1.0
-        box.scale.x = 0.05
-        box.points = [Point(x=x, y=y, z=z) for x, y, z in edges[k].tolist()]
-        text = Marker(id=3 * k + 1, type=Marker.TEXT_VIEW_FACING, **common)
-        text.pose.position.x, text.pose.position.y = p[0], p[1]
-        text.pose.position.z = p[2] + p[5] / 2 + 0.5
-        text.pose.orientation.w = 1.0
-        text.scale.z = 0.6
-        text.text = f"{CLASSES[label]} {score:.2f}"
-        arrow = Marker(id=3 * k + 2, type=Marker.ARROW, **common)
-        arrow.pose.orientation.w = 1.0
-        arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.1, 0.2, 0.2  # shaft, head width/length
-        arrow.points = [Point(x=p[0], y=p[1], z=p[2]),
-                        Point(x=p[0] + p[7], y=p[1] + p[8], z=p[2])]
-        markers += [box, text, arrow]
-    return MarkerArray(markers=markers)

@@ -13,18 +13,25 @@ Topics (private, remap them; `launch/detector.launch.py` maps them to `nuscenes2
                                       with trigger: keyframes)
        /tf, /tf_static                ego pose (map_frame -> base_frame), sensor extrinsics
   out  ~/output/detections            vision_msgs/Detection3DArray, base_frame, trigger stamp
-       ~/output/markers               visualization_msgs/MarkerArray
+       ~/output/markers               visualization_msgs/MarkerArray (after the detections)
        ~/output/label_info            vision_msgs/LabelInfo (latched)
-       ~/debug/<stage>_ms             std_msgs/Float64 per frame: convert (image callbacks, CPU),
-                                      preprocess (Sample + model input), inference (forward),
-                                      postprocess (decode + messages + publish), end_to_end
-                                      (set complete -> published), queue_wait
+       ~/debug/<stage>_ms             std_msgs/Float64 per frame: convert (the set's image
+                                      callbacks' CPU: decode + model-input preparation),
+                                      queue_wait, pose_wait (for the /tf ego pose covering the
+                                      set, at most tf_wait), preprocess (Sample + batch),
+                                      inference (forward), postprocess (decode + detections
+                                      published), end_to_end (the set's last input, sensor
+                                      message or covering /tf, arrives -> detections published),
+                                      markers (built and published after the detections)
        ~/debug/status                 std_msgs/String, JSON: mode ok|degraded|skipping, why,
                                       counters (see `imkd_ros.sync` for the degraded modes)
 
-Threads: subscription callbacks only convert and synchronise; a complete set goes into a
-bounded queue (the oldest is dropped and counted when full) that one worker thread drains
-through the model, so inference never blocks a callback. Bad messages are dropped with a
+Threads: subscription callbacks convert, prepare each image's model input as it arrives (the
+offline `Preprocessor.prepare_image`, so the tensors are the offline ones) and synchronise; a
+complete set goes into a bounded queue (the oldest is dropped and counted when full) that one
+worker thread drains through the model, so inference never blocks a callback. The worker
+publishes the detections first, then the RViz markers, which are for people and need not delay
+the detections. Bad messages are dropped with a
 warning (throttled per topic and reason) that names the topic and what is wrong.
 """
 
@@ -42,7 +49,6 @@ from pathlib import Path
 import numpy as np
 import rclpy
 import yaml
-from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
@@ -50,15 +56,16 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Float64, Header, String
+from std_msgs.msg import Float64, String
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
-from imkd_core.data.bag import KEYFRAME_FORMAT
+from imkd_core.data.bag import KEYFRAME_FORMAT, detections_cdr, markers_cdr
 from imkd_core.data.sweeps import RadarFilter, RawSweep, aggregate_radar_sweeps, sensor_to_keyframe
 from imkd_core.geometry import make_transform
 from imkd_core.pipeline import DetectorPipeline
+from imkd_core.preprocess import PreparedImage
 from imkd_core.sample import (
     CAMERA_NAMES,
     LIDAR_NAME,
@@ -74,7 +81,8 @@ from imkd_ros.tf_buffer import TfCache, TfLookupError
 
 NS = 1_000_000_000
 # ~/debug/<name>_ms topics, one value per processed frame set.
-TIMINGS = ("convert", "preprocess", "inference", "postprocess", "end_to_end", "queue_wait")
+TIMINGS = ("convert", "queue_wait", "pose_wait", "preprocess", "inference", "postprocess",
+           "end_to_end", "markers")
 
 
 class ParameterError(ValueError):
@@ -132,8 +140,9 @@ class CameraFrame:
     """A converted camera message, as the synchroniser holds it."""
 
     image: np.ndarray  # (H, W, 3) uint8 RGB
+    prepared: PreparedImage  # the image's model input, made in the callback
     T_base_cam: np.ndarray  # calibration from /tf_static (or calibration_file)
-    convert_s: float  # CPU time the callback spent converting it
+    convert_s: float  # CPU time the callback spent converting and preparing it
 
 
 def validate_parameters(values: dict) -> None:
@@ -214,10 +223,6 @@ TF_STATIC_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def ns_to_time(stamp: int) -> Time:
-    return Time(sec=stamp // NS, nanosec=stamp % NS)
-
-
 class DetectorNode(Node):
     """See the module docstring."""
 
@@ -250,6 +255,8 @@ class DetectorNode(Node):
                                f"{self.pipeline.device}")
 
         self._lock = threading.Lock()  # sync state, intrinsics and TF: callbacks vs the worker
+        self._tf_updated = threading.Condition(self._lock)  # /tf brought new ego poses
+        self._tf_arrival = 0.0  # perf_counter() when the newest /tf message was taken
         self._camera_K: dict[str, np.ndarray] = {}
         self._dropped: dict[str, int] = defaultdict(int)  # per topic
         self._last_warn: dict[tuple[str, str], float] = {}
@@ -361,7 +368,8 @@ class DetectorNode(Node):
         except convert.ConversionError as exc:
             self._drop(suffix, str(exc))
             return
-        frame = CameraFrame(image, T_base_cam, time.thread_time() - cpu_start)
+        prepared = self.pipeline.prepare_image(image)
+        frame = CameraFrame(image, prepared, T_base_cam, time.thread_time() - cpu_start)
         with self._lock:
             frame_set, reset = self.sync.add_camera(cam, stamp, frame)
         self._after_sync(suffix, frame_set, reset, start)
@@ -409,6 +417,7 @@ class DetectorNode(Node):
         if non_finite:
             self._warn(self._topic(suffix), "non-finite points",
                        f"{self._topic(suffix)}: removed {non_finite} points with NaN/Inf")
+        raw = raw[self.radar_filter.apply(raw)]  # per sweep, as the offline aggregation filters
         with self._lock:
             frame_set, reset = self.sync.add_radar(radar, stamp, (raw, T_base_radar))
         self._after_sync(suffix, frame_set, reset, start)
@@ -418,12 +427,15 @@ class DetectorNode(Node):
         for problem in problems:
             self._drop("/tf_static" if static else "/tf", problem)
         looped = False
-        with self._lock:
+        with self._tf_updated:
             for parent, child, stamp, T in transforms:
                 if static:
                     self.tf.set_static(parent, child, T)
                 else:
                     looped |= self.tf.add(parent, child, stamp, T)
+            if not static:
+                self._tf_arrival = time.perf_counter()
+                self._tf_updated.notify_all()
         if looped:
             self._warn("/tf", "backwards",
                        "/tf: stamp went backwards (bag loop?): ego poses reset")
@@ -446,35 +458,57 @@ class DetectorNode(Node):
                     return
                 frame_set, start, enqueued = self._queue.popleft()
             try:
-                self._process(frame_set, start, time.perf_counter() - enqueued)
+                timings = self.process(frame_set, start, time.perf_counter() - enqueued)
+                for stage, ms in timings.items():
+                    self.pub_timing[stage].publish(Float64(data=ms))
             except Exception as exc:  # one bad frame must not end the node
                 self.get_logger().error(f"frame at {frame_set.stamp * 1e-9:.3f} s failed: "
                                         f"{type(exc).__name__}: {exc}")
 
-    def _ego_pose(self, stamp: int, deadline: float) -> np.ndarray | None:
-        """map -> base at `stamp`. /tf travels apart from the sensor data, so while the newest
-        pose is older than `stamp`, wait for it until `deadline` (this runs in the worker)."""
+    def wait_for_ego_pose(self, stamp: int) -> float | None:
+        """Block (in the worker) until /tf holds an ego pose at or after `stamp`, at most tf_wait
+        seconds: /tf travels apart from the sensor data, and the pose at each sensor stamp is
+        part of the frame's input. Returns when the input became complete (perf_counter): the
+        covering /tf message was taken, or the wait gave up (then the last pose is held within
+        tf_hold, or sensors are treated as static); None when there was nothing to wait for."""
         frames = (self.p["map_frame"], self.p["base_frame"])
-        while True:
-            with self._lock:
+        deadline = time.monotonic() + self.p["tf_wait"]
+        waited = False
+        with self._tf_updated:
+            while True:
                 newest = self.tf.newest(*frames)
-                if newest is None or newest >= stamp or time.monotonic() >= deadline:
-                    try:
-                        return self.tf.lookup(*frames, stamp)
-                    except TfLookupError as exc:
-                        self._warn("/tf", "missing ego pose", f"/tf: missing TF: {exc}; "
-                                   "sensors are treated as static for this frame")
-                        return None
-            time.sleep(0.002)
+                if newest is None:  # no /tf ego pose at all: nothing to wait for
+                    return None
+                if newest >= stamp:
+                    return self._tf_arrival if waited else None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return time.perf_counter()
+                self._tf_updated.wait(remaining)
+                waited = True
+
+    def _ego_pose(self, stamp: int) -> np.ndarray | None:
+        """map -> base at `stamp` from the cache, or None (warned) when it is not there."""
+        with self._lock:
+            try:
+                return self.tf.lookup(self.p["map_frame"], self.p["base_frame"], stamp)
+            except TfLookupError as exc:
+                self._warn("/tf", "missing ego pose", f"/tf: missing TF: {exc}; sensors are "
+                           "treated as static for this frame")
+                return None
+
+    @staticmethod
+    def frame_stamps(frame_set: FrameSet) -> list[int]:
+        """Every stamp whose ego pose a frame set needs: its key pose, cameras, radar sweeps."""
+        key_pose = frame_set.stamp if frame_set.pose_stamp is None else frame_set.pose_stamp
+        stamps = [key_pose] + [f.stamp for f in frame_set.cameras.values()]
+        return stamps + [s.stamp for sweeps in frame_set.radars.values() for s in sweeps]
 
     def build_sample(self, frame_set: FrameSet) -> Sample:
         """The `Sample` of one frame set, exactly as the offline readers build it."""
         key = frame_set.stamp
         key_pose = frame_set.stamp if frame_set.pose_stamp is None else frame_set.pose_stamp
-        stamps = [key_pose] + [f.stamp for f in frame_set.cameras.values()]
-        stamps += [s.stamp for sweeps in frame_set.radars.values() for s in sweeps]
-        deadline = time.monotonic() + self.p["tf_wait"]  # one wait per frame, not per stamp
-        poses = {s: self._ego_pose(s, deadline) for s in sorted(set(stamps))}
+        poses = {s: self._ego_pose(s) for s in sorted(set(self.frame_stamps(frame_set)))}
         self._ego_motion_missing = any(T is None for T in poses.values())
         if self._ego_motion_missing:  # no ego motion known: every sensor at the key pose
             poses = dict.fromkeys(poses, np.eye(4))
@@ -497,36 +531,47 @@ class DetectorNode(Node):
                 continue  # missing radar: no points, the model sees an empty cloud
             raw = [RawSweep(points=s.payload[0], T_ego_sensor=s.payload[1],
                             T_map_ego=poses[s.stamp], stamp=s.stamp) for s in sweeps]
-            points = aggregate_radar_sweeps(raw, T_key, key, self.radar_filter)
+            points = aggregate_radar_sweeps(raw, T_key, key)  # filtered on arrival
             sample.radars[radar] = RadarData(points=points, T_ego_radar=raw[0].T_ego_sensor,
                                              stamp=raw[0].stamp)
         return sample
 
-    def _process(self, frame_set: FrameSet, start: float, queue_wait_s: float) -> None:
+    def process(self, frame_set: FrameSet, start: float, queue_wait_s: float
+                ) -> dict[str, float]:
+        """Run one frame set through the model and publish its detections, then its markers.
+        `start`: perf_counter() when the set's last message arrived. Returns the stage timings
+        (ms, the ~/debug topics)."""
+        waited_from = time.perf_counter()
+        pose_arrival = self.wait_for_ego_pose(max(self.frame_stamps(frame_set)))
+        # The frame's input is complete when its last message is in, the covering ego pose
+        # included (or given up on): latency is counted from there.
+        complete = max(start, pose_arrival or start)
         t0 = time.perf_counter()
         convert_s = sum(f.payload.convert_s for f in frame_set.cameras.values())
         sample = self.build_sample(frame_set)
-        batch = self.pipeline.preprocess(sample)
+        prepared = {cam: frame_set.cameras[cam].payload.prepared for cam in sample.cameras}
+        batch = self.pipeline.preprocess(sample, prepared)
         t1 = time.perf_counter()
         outputs = self.pipeline.infer(batch)
         t2 = time.perf_counter()
         boxes = self.pipeline.postprocess(outputs)
         if len(boxes):
             boxes = boxes.select(np.asarray(boxes.scores) >= self.p["score_threshold"])
-        header = Header(stamp=ns_to_time(frame_set.stamp), frame_id=self.p["base_frame"])
-        self.pub_detections.publish(convert.boxes_to_detections(boxes, header))
-        self.pub_markers.publish(convert.boxes_to_markers(boxes, header, self._lifetime_ns(
-            frame_set.stamp)))
+        frame_id = self.p["base_frame"]
+        self.pub_detections.publish(detections_cdr(boxes, frame_set.stamp, frame_id))
         t3 = time.perf_counter()
-        # end_to_end: the set's last message arrived -> its detections are out (wall time).
-        # convert: CPU time the set's image callbacks spent converting (earlier images were
-        # converted while the set was still incomplete, so it is cost, not all latency).
-        timings = {"convert": convert_s * 1e3, "preprocess": (t1 - t0) * 1e3,
+        self.pub_markers.publish(markers_cdr(boxes, frame_set.stamp, frame_id,
+                                             self._lifetime_ns(frame_set.stamp)))
+        t4 = time.perf_counter()
+        # end_to_end: the frame's last input (sensor message or covering /tf) arrived -> its
+        # detections are out (wall time). convert: CPU time the set's image callbacks spent
+        # (earlier images were converted while the set was incomplete: cost, not all latency).
+        timings = {"convert": convert_s * 1e3, "queue_wait": queue_wait_s * 1e3,
+                   "pose_wait": (t0 - waited_from) * 1e3, "preprocess": (t1 - t0) * 1e3,
                    "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3,
-                   "end_to_end": (t3 - start) * 1e3, "queue_wait": queue_wait_s * 1e3}
-        for stage, ms in timings.items():
-            self.pub_timing[stage].publish(Float64(data=ms))
+                   "end_to_end": (t3 - complete) * 1e3, "markers": (t4 - t3) * 1e3}
         self._frames_done += 1
+        return timings
 
     def _lifetime_ns(self, stamp: int) -> int:
         if self.p["marker_lifetime"] > 0:
@@ -546,6 +591,9 @@ class DetectorNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
+    # The worker waits for the GIL whenever the executor thread runs Python (callbacks arrive
+    # all the time); CPython's default 5 ms hand-over interval showed up as frame latency.
+    sys.setswitchinterval(0.001)
     rclpy.init(args=args)
     node = None
     code = 0

@@ -22,6 +22,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Float64, String
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray, LabelInfo
+from visualization_msgs.msg import MarkerArray
 
 from imkd_core.config import apply_overrides, load_model_config
 from imkd_core.data.pointcloud2 import encode_pointcloud2
@@ -109,11 +110,13 @@ class Rig:
         self.tf = pub(TFMessage, "/tf", RELIABLE)
         self.tf_static = pub(TFMessage, "/tf_static", LATCHED)
         self.detections: list[Detection3DArray] = []
+        self.markers: list[MarkerArray] = []
         self.status: list[dict] = []
         self.labels: list[LabelInfo] = []
         self.timings: dict[str, list[float]] = {}
         sub = self.node.create_subscription
         sub(Detection3DArray, f"{ns}/output/detections", self.detections.append, RELIABLE)
+        sub(MarkerArray, f"{ns}/output/markers", self.markers.append, RELIABLE)
         sub(String, f"{ns}/debug/status", lambda m: self.status.append(json.loads(m.data)),
             RELIABLE)
         sub(LabelInfo, f"{ns}/output/label_info", self.labels.append, LATCHED)

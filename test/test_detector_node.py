@@ -15,6 +15,7 @@ import rclpy
 from ros_rig import NS, VENV_BIN, DetectorProcess, Rig, write_random_checkpoint
 from sensor_msgs.msg import CameraInfo
 from tf2_msgs.msg import TFMessage
+from visualization_msgs.msg import Marker
 
 from imkd_core.data.bag import read_bag_samples
 from imkd_core.data.world.config import WorldConfig
@@ -200,6 +201,7 @@ def test_bad_input_never_stops_it(checkpoint, context, tmp_path):
         dropped = rig.status[-1]["dropped_messages"]
         assert dropped[image_topic] >= 5 and dropped[cloud_topic] >= 3
         assert all(len(v) > 0 and min(v) > 0 for v in rig.timings.values())
+        assert rig.markers and rig.markers[-1].markers[0].action == Marker.DELETEALL
         assert node.proc.poll() is None, node.log()
     finally:
         rig.node.destroy_node()
@@ -246,6 +248,7 @@ def test_replayed_bag_gives_the_offline_detections(checkpoint, context, tmp_path
         assert replay.returncode == 0
         rig.spin_until(lambda: len({_stamp(d) for d in rig.detections}) >= len(expected), 60,
                        f"detections for all {len(expected)} keyframes")
+        rig.spin_until(lambda: len(rig.markers) >= len(expected), 30, "markers for them")
         rig.spin(0.5)  # nothing else may come
     finally:
         if replay is not None and replay.poll() is None:
@@ -255,6 +258,9 @@ def test_replayed_bag_gives_the_offline_detections(checkpoint, context, tmp_path
         print(node.log())  # shown by pytest when the test fails
     got = {_stamp(d): d for d in rig.detections}
     assert set(got) == set(expected), node.log()
+    markers = {_stamp(m.markers[0]): m.markers for m in rig.markers}
+    for stamp, boxes in expected.items():  # published after the detections, one box each
+        assert sum(m.type == Marker.LINE_LIST for m in markers[stamp]) == len(boxes)
     for stamp, boxes in expected.items():
         msg = got[stamp]
         assert msg.header.frame_id == "base_link"
