@@ -31,8 +31,8 @@ offline `Preprocessor.prepare_image`, so the tensors are the offline ones) and s
 complete set goes into a bounded queue (the oldest is dropped and counted when full) that one
 worker thread drains through the model, so inference never blocks a callback. The worker
 publishes the detections first, then the RViz markers, which are for people and need not delay
-the detections. Bad messages are dropped with a
-warning (throttled per topic and reason) that names the topic and what is wrong.
+the detections. Bad messages are dropped with a warning (throttled per topic and reason) that
+names the topic and what is wrong.
 """
 
 from __future__ import annotations
@@ -500,14 +500,12 @@ class DetectorNode(Node):
     @staticmethod
     def frame_stamps(frame_set: FrameSet) -> list[int]:
         """Every stamp whose ego pose a frame set needs: its key pose, cameras, radar sweeps."""
-        key_pose = frame_set.stamp if frame_set.pose_stamp is None else frame_set.pose_stamp
-        stamps = [key_pose] + [f.stamp for f in frame_set.cameras.values()]
+        stamps = [frame_set.key_pose_stamp] + [f.stamp for f in frame_set.cameras.values()]
         return stamps + [s.stamp for sweeps in frame_set.radars.values() for s in sweeps]
 
     def build_sample(self, frame_set: FrameSet) -> Sample:
         """The `Sample` of one frame set, exactly as the offline readers build it."""
-        key = frame_set.stamp
-        key_pose = frame_set.stamp if frame_set.pose_stamp is None else frame_set.pose_stamp
+        key, key_pose = frame_set.stamp, frame_set.key_pose_stamp
         poses = {s: self._ego_pose(s) for s in sorted(set(self.frame_stamps(frame_set)))}
         self._ego_motion_missing = any(T is None for T in poses.values())
         if self._ego_motion_missing:  # no ego motion known: every sensor at the key pose

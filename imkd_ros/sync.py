@@ -89,6 +89,11 @@ class FrameSet:
     missing_radars: tuple[str, ...] = ()
     pose_stamp: int | None = None  # where the keyframe's ego pose is taken; None: `stamp`
 
+    @property
+    def key_pose_stamp(self) -> int:
+        """The stamp of the ego pose the set's data is brought to."""
+        return self.stamp if self.pose_stamp is None else self.pose_stamp
+
 
 @dataclass
 class KeyframeRequest:
