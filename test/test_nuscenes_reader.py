@@ -357,27 +357,32 @@ def test_lidar_sweeps_are_compensated_to_the_keyframe(reader, mini):
     assert every.lidar.points.shape == (3 * 4, 5)
 
 
-def test_aggregation_matches_devkit_multisweep(reader):
-    """nuscenes-devkit's from_file_multisweep (into the LiDAR frame) gives the same points."""
+def assert_multisweep_matches_devkit(reader, token: str, atol: float):
+    """nuscenes-devkit's from_file_multisweep (into the LiDAR frame) gives the points of our
+    radar (6 sweeps, devkit filters) and LiDAR (10 sweeps, min distance 1 m) aggregation."""
     from nuscenes.utils.data_classes import LidarPointCloud, RadarPointCloud
 
     nusc = reader.nusc
-    record = nusc.get("sample", SECOND)
-    sample = reader.get_sample(SECOND)
+    record = nusc.get("sample", token)
+    sample = reader.get_sample(token)
     T_lidar_ego = invert_transform(sample.lidar.T_ego_lidar)
     RadarPointCloud.default_filters()
     for channel, radar in sample.radars.items():
         cloud, times = RadarPointCloud.from_file_multisweep(nusc, record, channel, "LIDAR_TOP",
                                                             nsweeps=6, min_distance=0.0)
         ours = transform_points(T_lidar_ego, radar.points[:, :3].astype(np.float64))
-        np.testing.assert_allclose(ours, cloud.points[:3].T, atol=1e-4)
+        np.testing.assert_allclose(ours, cloud.points[:3].T, atol=atol)
         np.testing.assert_allclose(radar.points[:, RADAR_COLUMN["dt"]], times[0], atol=1e-6)
         np.testing.assert_array_equal(radar.points[:, RADAR_COLUMN["rcs"]], cloud.points[5])
     cloud, times = LidarPointCloud.from_file_multisweep(nusc, record, "LIDAR_TOP", "LIDAR_TOP",
                                                         nsweeps=10, min_distance=1.0)
     ours = transform_points(T_lidar_ego, sample.lidar.points[:, :3].astype(np.float64))
-    np.testing.assert_allclose(ours, cloud.points[:3].T, atol=1e-4)
+    np.testing.assert_allclose(ours, cloud.points[:3].T, atol=atol)
     np.testing.assert_allclose(sample.lidar.points[:, 4], times[0], atol=1e-6)
+
+
+def test_aggregation_matches_devkit_multisweep(reader):
+    assert_multisweep_matches_devkit(reader, SECOND, atol=1e-4)
 
 
 def test_projection_matches_devkit_with_ego_motion(reader):
@@ -575,25 +580,11 @@ def test_world_reads_completely(world):
 
 
 def test_world_aggregation_matches_devkit(world):
-    from nuscenes.utils.data_classes import LidarPointCloud, RadarPointCloud
-
     nusc = world.nusc
     token = world.sample_tokens()[-1]
+    assert_multisweep_matches_devkit(world, token, atol=1e-3)
     record = nusc.get("sample", token)
     sample = world.get_sample(token)
-    T_lidar_ego = invert_transform(sample.lidar.T_ego_lidar)
-    RadarPointCloud.default_filters()
-    for channel, radar in sample.radars.items():
-        cloud, times = RadarPointCloud.from_file_multisweep(nusc, record, channel, "LIDAR_TOP",
-                                                            nsweeps=6, min_distance=0.0)
-        ours = transform_points(T_lidar_ego, radar.points[:, :3].astype(np.float64))
-        np.testing.assert_allclose(ours, cloud.points[:3].T, atol=1e-3)
-        np.testing.assert_allclose(radar.points[:, RADAR_COLUMN["dt"]], times[0], atol=1e-6)
-    cloud, times = LidarPointCloud.from_file_multisweep(nusc, record, "LIDAR_TOP", "LIDAR_TOP",
-                                                        nsweeps=10, min_distance=1.0)
-    ours = transform_points(T_lidar_ego, sample.lidar.points[:, :3].astype(np.float64))
-    np.testing.assert_allclose(ours, cloud.points[:3].T, atol=1e-3)
-    np.testing.assert_allclose(sample.lidar.points[:, 4], times[0], atol=1e-6)
     keyframe = NuScenesReader(world.dataroot, world.version, lidar_sweeps=1,
                               lidar_min_distance=0.0, load_images=False,
                               load_radar=False).get_sample(token)
