@@ -221,7 +221,7 @@ def _radar_points(rng: np.random.Generator) -> np.ndarray:
     return pts
 
 
-# The real keyframe in ../shared lacks 4 of the 13 tables; SOURCE.md gives these records.
+# The real keyframe in test/data lacks 4 of the 13 tables; its SOURCE.md gives these records.
 REAL_LOG = {"token": "7e25a2c8ea1f41c5b0da1e69ecfa71a2",
             "logfile": "n015-2018-07-24-11-22-45+0800", "vehicle": "n015",
             "date_captured": "2018-07-24", "location": "singapore-onenorth"}
@@ -230,13 +230,14 @@ REAL_MAP = {"category": "semantic_prior", "token": "53992ee3023e5494b90c316c183b
             "log_tokens": [REAL_LOG["token"]]}
 
 
-def loadable_real_copy(shared: Path, dst: Path) -> Path:
-    """Copy the shared real keyframe to `dst` and add the tables nuscenes-devkit requires."""
+def loadable_real_copy(source: Path, dst: Path) -> Path:
+    """Copy the real keyframe (test/data/nuscenes_real) to `dst` and add the tables
+    nuscenes-devkit requires; the tracked copy is never written to."""
     import shutil
 
-    shutil.copytree(shared, dst)
+    shutil.copytree(source, dst)
     for path in [dst, *dst.rglob("*")]:
-        path.chmod(path.stat().st_mode | 0o200)  # the shared copy is read-only
+        path.chmod(path.stat().st_mode | 0o200)  # the source may be read-only (a CI checkout)
     tables = dst / "v1.0-test"
     for name, records in (("instance", []), ("sample_annotation", []), ("log", [REAL_LOG]),
                           ("map", [REAL_MAP])):

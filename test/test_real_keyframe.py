@@ -1,14 +1,15 @@
-"""The reader and our geometry against the one real nuScenes keyframe in ../shared.
+"""The reader and our geometry against the one real nuScenes keyframe in test/data.
 
-The shared folder has 9 of the 13 tables (trimmed: no prev/next) plus the mmdet3d info with the
-keyframe's 69 ground-truth boxes; `real_root` completes it in a temporary copy as its SOURCE.md
-describes. Checks: the reader's output (images, calibration, ego pose, LiDAR); LiDAR points
-projected with `geometry.project_to_image` agree with nuscenes-devkit's
-`map_pointcloud_to_image` to 0.5 px; the 69 boxes, converted to the ego frame, hold the LiDAR
-points the annotation says they hold and project onto the 2D boxes the info records; and an
-overlay PNG (6 cameras with the projected boxes) is written for a person to look at.
+test/data/nuscenes_real (CC BY-NC-SA 4.0, see test/data/LICENSE.md) has 9 of the 13 tables
+(trimmed: no prev/next) plus the mmdet3d info with the keyframe's 69 ground-truth boxes;
+`real_root` completes it in a temporary copy as its SOURCE.md describes. Checks: the reader's
+output (images, calibration, ego pose, LiDAR); LiDAR points projected with
+`geometry.project_to_image` agree with nuscenes-devkit's `map_pointcloud_to_image` to 0.5 px; the
+69 boxes, converted to the ego frame, hold the LiDAR points the annotation says they hold and
+project onto the 2D boxes the info records; and an overlay PNG (6 cameras with the projected boxes)
+is written for a person to look at.
 
-Box convention of the info file, as verified here (SOURCE.md states otherwise): `bbox_3d` is
+Box convention of the info file, as verified here (SOURCE.md agrees): `bbox_3d` is
 `[x, y, z, l, w, h, yaw]` in the LIDAR_TOP frame with (x, y, z) the box's GEOMETRIC centre
 (mmdet3d >= 1.0 stores the devkit's `box.center` and converts to bottom centre only when the
 dataset loads it, `origin=(0.5, 0.5, 0.5)`), and yaw about z from the LiDAR x axis. Treating z as
@@ -28,6 +29,7 @@ from nuscenes_minimal import loadable_real_copy
 from PIL import Image, ImageDraw
 
 from imkd_core.data.nuscenes import NuScenesReader, read_lidar_bin
+from imkd_core.data.options import ReaderOptions
 from imkd_core.geometry import (
     box_corners,
     invert_transform,
@@ -44,7 +46,7 @@ OVERLAY = Path(os.environ.get("IMKD_OVERLAY_REAL", "/tmp/imkd_overlay_real.png")
 
 @pytest.fixture(scope="session")
 def real_root(real_nuscenes_dir, tmp_path_factory) -> Path:
-    """A loadable copy: the shared keyframe plus the 4 tables and the map PNG it lacks."""
+    """A loadable copy: the tracked keyframe plus the 4 tables and the map PNG it lacks."""
     return loadable_real_copy(real_nuscenes_dir,
                               tmp_path_factory.mktemp("nuscenes_real") / "nuscenes")
 
@@ -52,7 +54,8 @@ def real_root(real_nuscenes_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def reader(real_root) -> NuScenesReader:
     # One sweep, nothing removed: the LiDAR rows stay 1:1 with the file, as the devkit reads it.
-    return NuScenesReader(real_root, "v1.0-test", lidar_sweeps=1, lidar_min_distance=0.0)
+    return NuScenesReader(real_root, "v1.0-test", options=ReaderOptions(
+        lidar_sweeps=1, lidar_min_distance=0.0))
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +100,20 @@ def ego_boxes(info, sample) -> np.ndarray:
     return info_boxes_to_ego([i["bbox_3d"] for i in info["instances"]], sample.lidar.T_ego_lidar)
 
 
+# ------------------------------------------------------------------------------ where it is
+def test_keyframe_is_in_the_repository_and_shared_is_refused(real_nuscenes_dir, repo_root):
+    """The data is tracked under test/data (with its licence); ../shared, which a clone lacks,
+    cannot be read from a test (conftest's audit hook), whether or not it exists here."""
+    assert real_nuscenes_dir.resolve().is_relative_to(repo_root / "test" / "data")
+    assert "CC BY-NC-SA 4.0" in (repo_root / "test" / "data" / "LICENSE.md").read_text()
+    assert "CC BY-NC-SA 4.0" in (real_nuscenes_dir / "SOURCE.md").read_text()
+    beside = repo_root.parent / "shared"
+    with pytest.raises(RuntimeError, match="test/data only"):
+        (beside / "data" / "nuscenes_real" / "SOURCE.md").read_text()
+    with pytest.raises(RuntimeError, match="test/data only"):
+        os.listdir(beside)
+
+
 # ------------------------------------------------------------------------------------ reader
 def test_reader_reads_the_real_keyframe(reader, sample, info):
     assert reader.sample_tokens() == [TOKEN]
@@ -131,8 +148,8 @@ def test_reader_reads_the_real_keyframe(reader, sample, info):
 
 
 def test_reader_camera_without_ego_motion_is_the_calibration(real_root, info):
-    sample = NuScenesReader(real_root, "v1.0-test", camera_ego_motion=False, load_lidar=False,
-                            load_images=False).get_sample(TOKEN)
+    sample = NuScenesReader(real_root, "v1.0-test", options=ReaderOptions(
+        camera_ego_motion=False, load_lidar=False, load_images=False)).get_sample(TOKEN)
     assert sample.lidar is None
     for name, cam in sample.cameras.items():
         np.testing.assert_allclose(cam.T_ego_cam, info["images"][name]["cam2ego"], atol=1e-6)
@@ -140,7 +157,8 @@ def test_reader_camera_without_ego_motion_is_the_calibration(real_root, info):
 
 
 def test_default_reader_drops_points_near_the_sensor(real_root):
-    points = NuScenesReader(real_root, "v1.0-test", load_images=False).get_sample(TOKEN)
+    points = NuScenesReader(real_root, "v1.0-test", options=ReaderOptions(
+        load_images=False)).get_sample(TOKEN)
     # ~8k returns of this scan sit within 1 m of the sensor (mostly no-return zeros).
     assert 20000 < len(points.lidar.points) < 34688
 
