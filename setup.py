@@ -22,8 +22,9 @@ setup(
         share("launch", "*.launch.py"),
         share("config", "*.yaml"),
         share("config", "*.rviz"),
+        share("config", "*.schema.json"),
         share("config/model", "*.yaml"),
-        # .msg text that imkd_core.data.ros_types registers with rosbags (bag schemas)
+        # .msg text that imkd_core.wire.typestore registers with rosbags (bag schemas)
         share("interfaces/vision_msgs/msg", "*.msg"),
         share("interfaces/tf2_msgs/msg", "*.msg"),
     ],

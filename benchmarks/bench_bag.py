@@ -4,8 +4,8 @@
                                              [--world-samples 10] [--workdir DIR] [--json F]
 
 1. Conversion (keyframes/s, MB/s of message payload) of the synthetic nuScenes-format world
-   (`imkd_core.data.world.generate_world`, when that module exists) and of the real keyframe in
-   ../shared/data/nuscenes_real, raw and compressed images, MCAP.
+   (`imkd_core.data.world.generate_world`) and of the real keyframe in
+   test/data/nuscenes_real, raw and compressed images, MCAP.
 2. Replay of a nuScenes-sized stream written straight to a bag: 6 cameras 1600x900 rgb8 at
    12 Hz (+ camera_info), 5 radars at 13 Hz (125 points, 18 fields), LiDAR at 20 Hz (34,720
    points), one /tf per sensor stamp: about 330 MB per second of bag. Played through rclpy
@@ -38,19 +38,21 @@ sys.path.insert(0, str(REPO / "test"))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 
-from imkd_core.data.bag import (  # noqa: E402
-    LIDAR_DATATYPES,
-    LIDAR_FIELDS,
-    RADAR_DATATYPES,
-    BagWriter,
+from imkd_core.data.bag_writer import BagWriter  # noqa: E402
+from imkd_core.sample import CAMERA_NAMES, NUSCENES_RADAR_FIELDS, RADAR_NAMES  # noqa: E402
+from imkd_core.wire.messages import (  # noqa: E402
     camera_info_msg,
     image_msg,
-    image_topic,
     pointcloud2_msg,
     tf_msg,
     transform_msg,
 )
-from imkd_core.sample import CAMERA_NAMES, NUSCENES_RADAR_FIELDS, RADAR_NAMES  # noqa: E402
+from imkd_core.wire.names import (  # noqa: E402
+    LIDAR_DATATYPES,
+    LIDAR_FIELDS,
+    RADAR_DATATYPES,
+    image_topic,
+)
 
 RATES_HZ = {**{c: 12.0 for c in CAMERA_NAMES}, **{r: 13.0 for r in RADAR_NAMES},
             "LIDAR_TOP": 20.0}
@@ -237,7 +239,7 @@ def main(argv=None) -> int:
 
     real = workdir / "real"
     if not real.exists():
-        loadable_real_copy(REPO.parent / "shared" / "data" / "nuscenes_real", real)
+        loadable_real_copy(REPO / "test" / "data" / "nuscenes_real", real)
     rows += bench_conversion(real, workdir, "real keyframe")
     if not args.skip_replay:
         bag = workdir / "nuscenes_sized"

@@ -39,7 +39,7 @@ def _rss_mib() -> float:
 def load_sample(world: Path | None):
     """The first keyframe of a generated world (`imkd world`), or a synthetic sample."""
     if world is None:
-        from imkd_core.models.synthetic import make_sample
+        from imkd_core.data.synthetic import make_sample
         return make_sample(0, num_objects=12, image_hw=(900, 1600)), "synthetic 900x1600"
     from imkd_core.data.nuscenes import NuScenesReader, dataroot_version
     reader = NuScenesReader(world, version=dataroot_version(world))
@@ -53,10 +53,10 @@ def run_single(name: str, device: str, repeats: int, warmup: int,
     import torch
 
     from imkd_core.config import load_model_config
+    from imkd_core.device import resolve_device
     from imkd_core.distill import IMKDLoss
     from imkd_core.models import Student, Teacher, count_parameters
     from imkd_core.models.head import decode
-    from imkd_core.pipeline import resolve_device
     from imkd_core.preprocess import Preprocessor, collate, to_device
 
     dev = resolve_device(device)

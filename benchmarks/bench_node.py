@@ -48,19 +48,20 @@ from std_msgs.msg import Float64, String
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray, LabelInfo
 
+from imkd_core.checkpoint import save_checkpoint
 from imkd_core.config import apply_overrides, load_model_config
-from imkd_core.data.bag import (
+from imkd_core.data.bag_reader import open_reader
+from imkd_core.data.world.config import WorldConfig
+from imkd_core.data.world.generate import generate_world
+from imkd_core.pipeline import DetectorPipeline
+from imkd_core.sample import CAMERA_NAMES, RADAR_NAMES
+from imkd_core.wire.names import (
     TF_STATIC_TOPIC,
     TF_TOPIC,
     camera_info_topic,
     image_topic,
-    open_reader,
     pointcloud_topic,
 )
-from imkd_core.data.world.config import WorldConfig
-from imkd_core.data.world.generate import generate_world
-from imkd_core.pipeline import DetectorPipeline, save_checkpoint
-from imkd_core.sample import CAMERA_NAMES, RADAR_NAMES
 from imkd_ros.detector_node import TIMINGS, DetectorNode
 
 BIN = Path(sys.executable).parent

@@ -24,10 +24,9 @@ def _doctor(_args: argparse.Namespace) -> int:
             ok = False
             print(f"  MISSING  {module}: {exc}")
     try:
-        import torch
+        from imkd_core.device import resolve_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        print(f"  device   auto -> {device}")
+        print(f"  device   auto -> {resolve_device('auto')}")
     except ImportError:
         pass
     return 0 if ok else 1

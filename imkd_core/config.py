@@ -12,7 +12,6 @@ typo in a YAML file fails loudly instead of silently falling back to a default.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -383,10 +382,6 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig:
     return from_dict(ModelConfig, data).validate()
 
 
-def _parse_scalar(text: str) -> Any:
-    return yaml.safe_load(text)
-
-
 def apply_overrides(config: ModelConfig, overrides: list[str] | dict[str, Any]) -> ModelConfig:
     """A copy of `config` with dotted-key overrides, e.g. `["fusion.mode=concat",
     "distill.stage1.weight=0.5"]` or `{"fusion.mode": "concat"}`; values parse as YAML."""
@@ -398,7 +393,7 @@ def apply_overrides(config: ModelConfig, overrides: list[str] | dict[str, Any]) 
             if "=" not in text:
                 raise ValueError(f"override {text!r} is not key=value")
             key, value = text.split("=", 1)
-            items.append((key.strip(), _parse_scalar(value)))
+            items.append((key.strip(), yaml.safe_load(value)))
     data = config.to_dict()
     for key, value in items:
         node = data
@@ -423,7 +418,7 @@ def model_config_dirs() -> list[Path]:
     return dirs
 
 
-def load_model_config(path_or_name: str | os.PathLike, overrides=None) -> ModelConfig:
+def load_model_config(path_or_name: str | os.PathLike) -> ModelConfig:
     """A YAML file, or a name (`tiny` -> `config/model/tiny.yaml`), as a validated ModelConfig."""
     candidate = Path(path_or_name)
     if not candidate.is_file():
@@ -441,18 +436,6 @@ def load_model_config(path_or_name: str | os.PathLike, overrides=None) -> ModelC
     with open(candidate) as fh:
         data = yaml.safe_load(fh) or {}
     try:
-        config = config_from_dict(data)
+        return config_from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{candidate}: {exc}") from exc
-    if overrides:
-        config = apply_overrides(config, overrides)
-    return config
-
-
-def save_model_config(config: ModelConfig, path: str | os.PathLike) -> None:
-    with open(path, "w") as fh:
-        yaml.safe_dump(config.to_dict(), fh, sort_keys=False)
-
-
-def clone(config: ModelConfig) -> ModelConfig:
-    return copy.deepcopy(config)

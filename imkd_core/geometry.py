@@ -1,9 +1,10 @@
 """Geometry every stage shares: SE(3), quaternions, box conversions, camera projection, BEV grid.
 
-Conventions (DESIGN.md §4): quaternions are nuScenes-ordered `[w, x, y, z]`; transforms are 4x4
-homogeneous matrices named `T_to_from` (so `T_map_ego @ p_ego = p_map`); internal boxes are
-`(x, y, z, l, w, h, yaw, vx, vy)` in the ego frame with z at the geometric centre; nuScenes boxes
-are global-frame `translation`, `size = [w, l, h]`, `rotation = [w, x, y, z]`, `velocity`.
+Conventions (docs/ARCHITECTURE.md §Conventions): quaternions are nuScenes-ordered
+`[w, x, y, z]`; transforms are 4x4 homogeneous matrices named `T_to_from` (so
+`T_map_ego @ p_ego = p_map`); internal boxes are `(x, y, z, l, w, h, yaw, vx, vy)` in the ego
+frame with z at the geometric centre; nuScenes boxes are global-frame `translation`,
+`size = [w, l, h]`, `rotation = [w, x, y, z]`, `velocity`.
 Conversions between the two happen here and nowhere else.
 """
 

@@ -37,9 +37,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from imkd_core.config import AugmentConfig, ModelConfig
-from imkd_core.sample import Sample
+from imkd_core.sample import RADAR_MODEL_COLUMNS, Sample
 
-RADAR_MODEL_COLUMNS = 7  # x, y, z, rcs, vx_comp, vy_comp, dt: the first columns of radar points
 PADDED_KEYS = {"radar_points": "radar_mask", "lidar_points": "lidar_mask",
                "gt_boxes": "gt_mask", "gt_labels": None}
 
@@ -272,9 +271,10 @@ class Preprocessor:
             "bev_aug": torch.tensor(A, dtype=torch.float32),
         }
 
-        radar = np.asarray(sample.radar_points(), dtype=np.float32)[:, :RADAR_MODEL_COLUMNS]
+        n_cols = len(RADAR_MODEL_COLUMNS)  # the model's inputs lead RADAR_POINT_COLUMNS
+        radar = np.asarray(sample.radar_points(), dtype=np.float32)[:, :n_cols]
         radar = augment_points(radar, A, velocity_cols=(4,))
-        radar = radar[self._inside(radar)] if len(radar) else radar.reshape(0, RADAR_MODEL_COLUMNS)
+        radar = radar[self._inside(radar)] if len(radar) else radar.reshape(0, n_cols)
         radar = radar[subsample(len(radar), cfg.radar.pillars.max_points, point_rng)]
         out["radar_points"] = torch.from_numpy(np.ascontiguousarray(radar))
 

@@ -1,7 +1,8 @@
 """The one record every stage passes on: dataset -> bag -> node -> model -> evaluator.
 
 All arrays are numpy, all times are integer nanoseconds, all geometry is in the ego frame of the
-sample's keyframe (`base_link`) unless a field's name says otherwise. See DESIGN.md §3 and §4.
+sample's keyframe (`base_link`) unless a field's name says otherwise. See docs/ARCHITECTURE.md
+§Data flow and §Conventions.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ CLASSES: tuple[str, ...] = (
     "traffic_cone",
 )
 CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
+# The 8 nuScenes attribute names (`attribute.json`), in the order the world's table lists them.
+ATTRIBUTES: tuple[str, ...] = (
+    "vehicle.moving", "vehicle.stopped", "vehicle.parked", "cycle.with_rider",
+    "cycle.without_rider", "pedestrian.sitting_lying_down", "pedestrian.standing",
+    "pedestrian.moving",
+)
 # RGB (0..1) per class, indexed like CLASSES: one palette, so ground truth and detections show a
 # class in the same colour in RViz and in plots.
 CLASS_COLORS: tuple[tuple[float, float, float], ...] = (
@@ -55,12 +62,15 @@ NUSCENES_RADAR_FIELDS: tuple[str, ...] = (
     "is_quality_valid", "ambig_state", "x_rms", "y_rms", "invalid_state", "pdh0",
     "vx_rms", "vy_rms",
 )
-# Columns of `RadarData.points`: the model's inputs first (DESIGN.md §3), then every other
-# nuScenes field so nothing is lost. Positions and velocities are in the keyframe's ego frame;
-# `dt` is (keyframe time - sweep time) in seconds: > 0 for older sweeps, slightly < 0 for a
-# radar keyframe taken a few ms after the LiDAR keyframe (as nuscenes-devkit's time lag).
+# The radar model's input columns (preprocessing keeps these, the radar branch reads them).
+RADAR_MODEL_COLUMNS: tuple[str, ...] = ("x", "y", "z", "rcs", "vx_comp", "vy_comp", "dt")
+# Columns of `RadarData.points`: the model's inputs first (docs/ARCHITECTURE.md §Conventions),
+# then every other nuScenes field so nothing is lost. Positions and velocities are in the
+# keyframe's ego frame; `dt` is (keyframe time - sweep time) in seconds: > 0 for older sweeps,
+# slightly < 0 for a radar keyframe taken a few ms after the LiDAR keyframe (as
+# nuscenes-devkit's time lag).
 RADAR_POINT_COLUMNS: tuple[str, ...] = (
-    "x", "y", "z", "rcs", "vx_comp", "vy_comp", "dt",
+    *RADAR_MODEL_COLUMNS,
     "vx", "vy", "dyn_prop", "id", "is_quality_valid", "ambig_state", "x_rms", "y_rms",
     "invalid_state", "pdh0", "vx_rms", "vy_rms",
 )
@@ -69,7 +79,8 @@ RADAR_COLUMN = {name: i for i, name in enumerate(RADAR_POINT_COLUMNS)}
 # `dt` as for radar.
 LIDAR_POINT_COLUMNS: tuple[str, ...] = ("x", "y", "z", "intensity", "dt")
 
-# Box parameters inside the code (DESIGN.md §4): ego frame, z = geometric centre, yaw about +z.
+# Box parameters inside the code (docs/ARCHITECTURE.md §Conventions): ego frame, z = geometric
+# centre, yaw about +z.
 BOX_COLUMNS: tuple[str, ...] = ("x", "y", "z", "l", "w", "h", "yaw", "vx", "vy")
 
 

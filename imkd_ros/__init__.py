@@ -1,6 +1,7 @@
 """imkd_ros: the ROS 2 layer, thin adapters around `imkd_core` (data flows only this way).
 
-What belongs here (DESIGN.md §2): the detector node (messages -> `Sample` -> detector ->
-messages), the multi-sensor synchroniser, message <-> numpy conversion, nuScenes -> rosbag2
-conversion and bag replay for machines without `ros2 bag play`.
+What belongs here (docs/ARCHITECTURE.md §Layers): the detector node (messages -> `Sample` ->
+detector -> messages) and the ROS-side pieces it wires (parameters, inputs, worker, TF, QoS),
+the multi-sensor synchroniser, nuScenes -> rosbag2 conversion and bag replay for machines
+without `ros2 bag play`.
 """

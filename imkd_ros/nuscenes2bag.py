@@ -5,8 +5,9 @@
 
 Writes one rosbag2 directory (MCAP by default, bag format version 8 so Humble plays it) with
 every sweep and keyframe of the chosen scenes in time order; the topics, frames and the
-`/imkd/keyframes` records are described in `imkd_core.data.bag`. Needs no ROS: messages are
-built and written with `rosbags`.
+`/imkd/keyframes` records are described in `imkd_core.wire.names` and `imkd_core.wire.keyframe`.
+Needs no ROS: messages are built (`imkd_core.wire.messages`) and written
+(`imkd_core.data.bag_writer`) with `rosbags`.
 
 The bag is written to `<BAG>.partial` and renamed when complete; Ctrl-C or SIGTERM removes the
 partial directory, and a SIGKILL leaves only `<BAG>.partial` without `metadata.yaml`, which no
@@ -26,36 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imkd_core.data.bag import (
-    BASE_FRAME,
-    DETECTIONS_TYPE,
-    GT_DETECTIONS_TOPIC,
-    GT_MARKERS_TOPIC,
-    KEYFRAME_FORMAT,
-    KEYFRAMES_TOPIC,
-    LIDAR_DATATYPES,
-    LIDAR_FIELDS,
-    MAP_FRAME,
-    RADAR_DATATYPES,
-    STORAGES,
-    TF_STATIC_TOPIC,
-    TF_TOPIC,
-    BagError,
-    BagWriter,
-    boxes_to_json,
-    camera_info_msg,
-    camera_info_topic,
-    compressed_image_msg,
-    detections_cdr,
-    image_msg,
-    image_topic,
-    markers_msg,
-    pointcloud2_msg,
-    pointcloud_topic,
-    string_msg,
-    tf_msg,
-    transform_msg,
-)
+from imkd_core.data.bag_writer import STORAGES, BagError, BagWriter
 from imkd_core.data.nuscenes import (
     NuScenesDataError,
     NuScenesReader,
@@ -64,19 +36,50 @@ from imkd_core.data.nuscenes import (
     read_lidar_bin,
     us_to_ns,
 )
-from imkd_core.data.pointcloud2 import PointCloud2Error
+from imkd_core.data.options import ReaderOptions
 from imkd_core.data.radar_pcd import RadarPcdError, read_radar_pcd
 from imkd_core.interrupts import sigterm_as_keyboard_interrupt
-from imkd_core.sample import NUSCENES_RADAR_FIELDS
+from imkd_core.sample import LIDAR_NAME, NUSCENES_RADAR_FIELDS
+from imkd_core.wire.cdr import detections_cdr
+from imkd_core.wire.keyframe import KeyframeRecord
+from imkd_core.wire.messages import (
+    camera_info_msg,
+    compressed_image_msg,
+    image_msg,
+    markers_msg,
+    pointcloud2_msg,
+    string_msg,
+    tf_msg,
+    transform_msg,
+)
+from imkd_core.wire.names import (
+    BASE_FRAME,
+    DETECTIONS_TYPE,
+    GT_DETECTIONS_TOPIC,
+    GT_MARKERS_TOPIC,
+    KEYFRAMES_TOPIC,
+    LIDAR_DATATYPES,
+    LIDAR_FIELDS,
+    MAP_FRAME,
+    RADAR_DATATYPES,
+    TF_STATIC_TOPIC,
+    TF_TOPIC,
+    camera_info_topic,
+    image_topic,
+    pointcloud_topic,
+)
+from imkd_core.wire.pointcloud2 import PointCloud2Error
 
 IMAGE_MODES = ("raw", "compressed")
 
 
-class ConversionError(RuntimeError):
-    """The conversion cannot go on; the message says which file or record and why."""
+class Nuscenes2BagError(RuntimeError):
+    """The conversion cannot go on; the message says which file or record and why. A tool
+    error, not a message error (a message that cannot be used is a
+    `imkd_core.wire.fields.WireError`)."""
 
 
-class SensorFileError(ConversionError):
+class SensorFileError(Nuscenes2BagError):
     """A sensor file that is missing or cannot be decoded."""
 
     def __init__(self, path: Path, reason: str):
@@ -184,21 +187,21 @@ def convert(
     """Convert scenes of a nuScenes dataroot to one rosbag2 at `out` (see the module doc).
     Ground truth comes from `NuScenesReader` (its boxes, in the LiDAR keyframe's ego frame)."""
     if storage not in STORAGES:
-        raise ConversionError(f"--storage must be one of {sorted(STORAGES)}, got {storage!r}")
+        raise Nuscenes2BagError(f"--storage must be one of {sorted(STORAGES)}, got {storage!r}")
     if images not in IMAGE_MODES:
-        raise ConversionError(f"--images must be one of {IMAGE_MODES}, got {images!r}")
+        raise Nuscenes2BagError(f"--images must be one of {IMAGE_MODES}, got {images!r}")
     dataroot = Path(dataroot)
     start = time.perf_counter()
     version = version or dataroot_version(dataroot)
-    reader = NuScenesReader(dataroot, version, cameras=(), radars=(), load_lidar=False,
-                            load_images=False, load_radar=False)
+    reader = NuScenesReader(dataroot, version, options=ReaderOptions(
+        cameras=(), radars=(), load_lidar=False, load_images=False, load_radar=False))
     nusc = reader.nusc
     scene_records = list(nusc.scene)
     if scenes:
         by_name = {s["name"]: s for s in scene_records}
         unknown = [name for name in scenes if name not in by_name]
         if unknown:
-            raise ConversionError(
+            raise Nuscenes2BagError(
                 f"scene(s) {unknown} not in {dataroot / reader.version}; it has "
                 f"{sorted(by_name)[:20]}{' ...' if len(by_name) > 20 else ''}")
         wanted = set(scenes)
@@ -260,7 +263,7 @@ def _convert_scene(reader: NuScenesReader, bag: BagWriter, scene: dict, tokens: 
         if channel in calib and calib[channel]["token"] != cs["token"]:
             if (calib[channel]["translation"], calib[channel]["rotation"]) != (
                     cs["translation"], cs["rotation"]):
-                raise ConversionError(
+                raise Nuscenes2BagError(
                     f"{dataroot / reader.version / 'calibrated_sensor.json'}: scene "
                     f"{scene['name']} uses two calibrations for {channel} "
                     f"({calib[channel]['token']}, {cs['token']}); /tf_static cannot carry both")
@@ -325,7 +328,7 @@ def _write_sensor(bag: BagWriter, dataroot: Path, channel: str, kind: str, cs: d
         if kind == "camera":
             K = np.asarray(cs.get("camera_intrinsic") or [], dtype=np.float64)
             if K.shape != (3, 3):
-                raise ConversionError(f"calibrated_sensor {cs['token']} ({channel}) has no 3x3 "
+                raise Nuscenes2BagError(f"calibrated_sensor {cs['token']} ({channel}) has no 3x3 "
                                       "camera_intrinsic")
             if images == "raw":
                 try:
@@ -360,7 +363,7 @@ def _write_sensor(bag: BagWriter, dataroot: Path, channel: str, kind: str, cs: d
             except (NuScenesDataError, PointCloud2Error) as exc:
                 raise _sensor_error(path, exc) from None
         else:
-            raise ConversionError(f"{channel}: unknown sensor modality {kind!r}")
+            raise Nuscenes2BagError(f"{channel}: unknown sensor modality {kind!r}")
     except SensorFileError as exc:
         if not skip_missing:
             raise
@@ -375,18 +378,13 @@ def _write_sensor(bag: BagWriter, dataroot: Path, channel: str, kind: str, cs: d
 
 def _write_keyframe(bag: BagWriter, sample, data: dict[str, dict], log_ns: int, scene_start: int,
                     skipped_tokens: set[str], summary: ConversionSummary) -> None:
-    import json
-
-    from imkd_core.sample import LIDAR_NAME
-
     present = {ch: us_to_ns(sd["timestamp"]) for ch, sd in data.items()
                if sd["token"] not in skipped_tokens}
     if LIDAR_NAME not in present:
         return  # a keyframe without its LiDAR has no ego frame: not a readable keyframe
-    record = {"format": KEYFRAME_FORMAT, "token": sample.token, "scene": sample.scene_name,
-              "scene_start": scene_start, "timestamp": sample.timestamp, "data": present,
-              "gt": boxes_to_json(sample.gt)}
-    bag.write(KEYFRAMES_TOPIC, log_ns, string_msg(json.dumps(record)))
+    record = KeyframeRecord(token=sample.token, scene=sample.scene_name, scene_start=scene_start,
+                            timestamp=sample.timestamp, data=present, gt=sample.gt)
+    bag.write(KEYFRAMES_TOPIC, log_ns, string_msg(record.to_json()))
     summary.keyframes += 1
 
 
@@ -427,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"nuscenes2bag: interrupted; nothing written to {args.out}", file=sys.stderr)
         return 130
-    except (ConversionError, BagError, NuScenesDataError, RadarPcdError) as exc:
+    except (Nuscenes2BagError, BagError, NuScenesDataError, RadarPcdError) as exc:
         print(f"nuscenes2bag: error: {exc}", file=sys.stderr)
         return 1
     for path, reason in summary.skipped:

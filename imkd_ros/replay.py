@@ -30,8 +30,10 @@ from pathlib import Path
 
 from rosbags.interfaces import QosDurability, QosHistory, QosReliability
 
-from imkd_core.data.bag import BagError, open_reader
+from imkd_core.data.bag_reader import open_reader
+from imkd_core.data.bag_writer import BagError
 from imkd_core.interrupts import sigterm_as_keyboard_interrupt
+from imkd_core.wire.names import QOS_DATA, QOS_LATCHED, TF_STATIC_TOPIC
 
 CLOCK_TOPIC = "/clock"
 
@@ -86,13 +88,11 @@ def qos_profile(topic: str, offered: Sequence) -> object:
         ReliabilityPolicy,
     )
 
+    from imkd_ros.qos import profile
+
     offered = list(offered or [])
-    if not offered:
-        latched = topic == "/tf_static"  # bags recorded without QoS: keep tf_static latched
-        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1 if latched else 10,
-                          reliability=ReliabilityPolicy.RELIABLE,
-                          durability=DurabilityPolicy.TRANSIENT_LOCAL if latched
-                          else DurabilityPolicy.VOLATILE)
+    if not offered:  # bags recorded without QoS: what ours record, tf_static kept latched
+        return profile(QOS_LATCHED if topic == TF_STATIC_TOPIC else QOS_DATA)
     best_effort = all(q.reliability == QosReliability.BEST_EFFORT for q in offered)
     latched = all(q.durability == QosDurability.TRANSIENT_LOCAL for q in offered)
     keep_all = any(q.history == QosHistory.KEEP_ALL for q in offered)

@@ -37,7 +37,12 @@ _KEYFRAMES = "\x00keyframes"  # the keyframe request stream's own stamp order
 
 @dataclass(frozen=True)
 class SyncConfig:
-    """Synchroniser settings; times in integer nanoseconds."""
+    """Synchroniser settings; times in integer nanoseconds.
+
+    Construction checks the invariants the synchroniser relies on, as any library API does.
+    The node never relies on these checks: its parameters pass `imkd_ros.parameters` first,
+    which uses `TRIGGERS` and `MISSING_CAMERA_POLICIES` from here and reports a bad value by
+    its parameter name."""
 
     cameras: tuple[str, ...]
     radars: tuple[str, ...]

@@ -2,7 +2,7 @@
 edges (the ego pose `map -> base_link`) from /tf, with interpolation. Pure numpy, no rclpy.
 
 tf2_ros is not available everywhere this package runs, and the node needs only two kinds of
-lookups, so it keeps its own cache, fed with `convert.tf_message_to_list`:
+lookups, so it keeps its own cache, fed with `imkd_core.wire.fields.tf_message_to_list`:
 - static: `T_target_source` through the static tree (sensor extrinsics);
 - dynamic: one direct edge at a stamp, linear in translation and spherical in rotation between
   the two neighbouring entries; a stamp that hits an entry exactly returns that entry's matrix

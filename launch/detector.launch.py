@@ -14,8 +14,8 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from imkd_core.data.bag import KEYFRAMES_TOPIC, camera_info_topic, image_topic, pointcloud_topic
 from imkd_core.sample import CAMERA_NAMES, RADAR_NAMES
+from imkd_core.wire.names import KEYFRAMES_TOPIC, camera_info_topic, image_topic, pointcloud_topic
 from launch import LaunchDescription
 
 ARGUMENTS = {

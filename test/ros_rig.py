@@ -24,11 +24,12 @@ from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
+from imkd_core.checkpoint import save_checkpoint
 from imkd_core.config import apply_overrides, load_model_config
-from imkd_core.data.pointcloud2 import encode_pointcloud2
 from imkd_core.geometry import make_transform, matrix_to_quaternion
-from imkd_core.pipeline import DetectorPipeline, save_checkpoint
+from imkd_core.pipeline import DetectorPipeline
 from imkd_core.sample import NUSCENES_RADAR_FIELDS
+from imkd_core.wire.pointcloud2 import encode_pointcloud2
 from imkd_ros.detector_node import TIMINGS
 
 VENV_BIN = Path(sys.executable).parent

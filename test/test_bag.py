@@ -21,16 +21,14 @@ import pytest
 import yaml
 from nuscenes_minimal import CAMERAS, RADARS, loadable_real_copy, write_minimal_nuscenes
 
-from imkd_core.data.bag import (
-    BagError,
-    read_bag_samples,
-    read_keyframe_records,
-    stamp_ns,
-)
+from imkd_core.data.bag_reader import read_bag_samples, read_keyframe_records
+from imkd_core.data.bag_writer import BagError
 from imkd_core.data.nuscenes import NuScenesReader, read_image
-from imkd_core.data.ros_types import typestore
+from imkd_core.data.options import ReaderOptions
 from imkd_core.sample import CAMERA_NAMES, CLASSES, LIDAR_NAME, RADAR_NAMES
-from imkd_ros.nuscenes2bag import ConversionError, convert
+from imkd_core.wire.fields import stamp_ns
+from imkd_core.wire.typestore import typestore
+from imkd_ros.nuscenes2bag import Nuscenes2BagError, convert
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -102,7 +100,8 @@ def mini_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def mini_reader(mini_root) -> NuScenesReader:
-    return NuScenesReader(mini_root, "v1.0-mini", cameras=CAMERAS, radars=RADARS)
+    return NuScenesReader(mini_root, "v1.0-mini", options=ReaderOptions(cameras=CAMERAS,
+                                                                        radars=RADARS))
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +232,7 @@ def test_bags_read_back_equal_to_the_reader(mini_root, mini_reader, tmp_path, st
     summary = convert(mini_root, out, storage=storage, images=images, progress=False)
     assert (summary.scenes, summary.keyframes) == (2, 6)
     expected = list(mini_reader.samples())
-    got = list(read_bag_samples(out, cameras=CAMERAS, radars=RADARS))
+    got = list(read_bag_samples(out, ReaderOptions(cameras=CAMERAS, radars=RADARS)))
     assert [s.token for s in got] == [s.token for s in expected]
     for a, b in zip(got, expected):
         assert_samples_equal(a, b)
@@ -249,8 +248,9 @@ def test_bags_read_back_equal_to_the_reader(mini_root, mini_reader, tmp_path, st
     dict(load_radar=False, radar_filter={"dyn_prop": [0, 1]}),
 ])
 def test_reader_options_give_equal_samples(mini_bag, mini_root, kwargs):
-    reader = NuScenesReader(mini_root, "v1.0-mini", cameras=CAMERAS, radars=RADARS, **kwargs)
-    got = list(read_bag_samples(mini_bag, cameras=CAMERAS, radars=RADARS, **kwargs))
+    options = ReaderOptions(cameras=CAMERAS, radars=RADARS, **kwargs)
+    reader = NuScenesReader(mini_root, "v1.0-mini", options=options)
+    got = list(read_bag_samples(mini_bag, options))
     for a, b in zip(got, reader.samples(), strict=True):
         assert_samples_equal(a, b)
 
@@ -311,8 +311,8 @@ def test_scene_selection(mini_root, tmp_path):
     out = tmp_path / "one"
     summary = convert(mini_root, out, scenes=["scene-0002"], progress=False)
     assert (summary.scenes, summary.keyframes) == (1, 3)
-    assert {r["scene"] for r in read_keyframe_records(out)} == {"scene-0002"}
-    with pytest.raises(ConversionError, match=r"scene\(s\) \['scene-9999'\] not in"):
+    assert {r.scene for r in read_keyframe_records(out)} == {"scene-0002"}
+    with pytest.raises(Nuscenes2BagError, match=r"scene\(s\) \['scene-9999'\] not in"):
         convert(mini_root, tmp_path / "none", scenes=["scene-9999"], progress=False)
     assert not (tmp_path / "none").exists()
 
@@ -369,7 +369,7 @@ def test_missing_sensor_file_is_an_error_naming_it(broken_root, tmp_path):
     missing = _sweep_file(broken_root, "RADAR_FRONT")
     missing.unlink()
     out = tmp_path / "out"
-    with pytest.raises(ConversionError, match=re.escape(str(missing))):
+    with pytest.raises(Nuscenes2BagError, match=re.escape(str(missing))):
         convert(broken_root, out, progress=False)
     _no_bag_left(out)
     cli = subprocess.run([str(VENV_BIN / "nuscenes2bag"), "--dataroot", str(broken_root),
@@ -397,7 +397,7 @@ def test_skip_missing_counts_the_skipped_messages(broken_root, tmp_path):
     sds = sample_data_by_channel(broken_root, "v1.0-mini")
     assert counts["/RADAR_FRONT"] == len(sds["RADAR_FRONT"]) - 1
     assert counts["/LIDAR_TOP"] == len(sds[LIDAR_NAME]) - 1
-    samples = list(read_bag_samples(out, cameras=CAMERAS, radars=RADARS))
+    samples = list(read_bag_samples(out, ReaderOptions(cameras=CAMERAS, radars=RADARS)))
     assert len(samples) == 6
     assert sum("RADAR_FRONT" not in s.radars for s in samples) == 1  # its keyframe file
 
@@ -413,7 +413,7 @@ def test_corrupt_sensor_file_is_an_error_naming_it(broken_root, tmp_path, what, 
     path = _sweep_file(broken_root, channel)
     path.write_bytes(path.read_bytes()[: {"lidar": -3, "radar": -20, "jpeg": 200}[what]])
     out = tmp_path / "out"
-    with pytest.raises(ConversionError, match=f"{re.escape(str(path))}: .*{match}"):
+    with pytest.raises(Nuscenes2BagError, match=f"{re.escape(str(path))}: .*{match}"):
         convert(broken_root, out, images=images, progress=False)
     _no_bag_left(out)
 
@@ -490,7 +490,8 @@ def test_signalled_conversion_never_looks_finished(mini_root, tmp_path, sig):
 
 
 def test_reading_a_bag_without_keyframe_records_is_a_clear_error(tmp_path):
-    from imkd_core.data.bag import BagWriter, string_msg
+    from imkd_core.data.bag_writer import BagWriter
+    from imkd_core.wire.messages import string_msg
 
     with BagWriter(tmp_path / "plain") as bag:
         bag.write("/chatter", 1, string_msg("hello"))
@@ -507,7 +508,7 @@ def test_console_scripts_are_installed():
 
 
 def test_interface_definitions_are_found():
-    from imkd_core.data.ros_types import find_msg_dir
+    from imkd_core.wire.typestore import find_msg_dir
 
     assert (find_msg_dir("vision_msgs") / "Detection3DArray.msg").is_file()
     store = typestore()

@@ -1,5 +1,5 @@
-"""Message <-> numpy conversions of the node, and the detection/marker bytes it publishes (real
-rclpy message classes and deserialiser, no DDS needed)."""
+"""Message <-> numpy conversions of the node (`imkd_core.wire.fields`), and the detection/marker
+bytes it publishes (real rclpy message classes and deserialiser, no DDS needed)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,20 @@ from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import Marker, MarkerArray
 
-from imkd_core.data.bag import DETECTIONS_TYPE, detections_cdr, markers_cdr
-from imkd_core.data.pointcloud2 import encode_pointcloud2
-from imkd_core.data.ros_types import typestore
 from imkd_core.geometry import box_corners, make_transform, matrix_to_quaternion, quaternion_yaw
 from imkd_core.sample import CLASSES, NUSCENES_RADAR_FIELDS, Boxes
+from imkd_core.wire.cdr import detections_cdr, markers_cdr
+from imkd_core.wire.fields import (
+    WireError,
+    camera_info_intrinsics,
+    image_from_msg,
+    radar_points,
+    stamp_ns,
+    tf_message_to_list,
+)
+from imkd_core.wire.names import DETECTIONS_TYPE
+from imkd_core.wire.pointcloud2 import encode_pointcloud2
+from imkd_core.wire.typestore import typestore
 from imkd_ros import convert
 from imkd_ros.tf_buffer import TfCache, TfLookupError, interpolate_transform
 
@@ -41,7 +50,7 @@ def image_msg(rgb: np.ndarray, encoding: str) -> Image:
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8"])
 def test_image_encodings_give_rgb(encoding):
     rgb = RNG.integers(0, 255, (9, 16, 3), dtype=np.uint8)
-    out = convert.image_to_rgb(image_msg(rgb, encoding))
+    out = image_from_msg(image_msg(rgb, encoding))
     assert out.shape == (9, 16, 3) and out.dtype == np.uint8
     expected = np.repeat(rgb[..., :1], 3, axis=2) if encoding == "mono8" else rgb
     np.testing.assert_array_equal(out, expected)
@@ -52,7 +61,7 @@ def test_image_row_padding_is_removed():
     padded = np.zeros((4, 20), dtype=np.uint8)
     padded[:, :15] = rgb.reshape(4, 15)
     msg = Image(height=4, width=5, encoding="rgb8", step=20, data=padded.tobytes())
-    np.testing.assert_array_equal(convert.image_to_rgb(msg), rgb)
+    np.testing.assert_array_equal(image_from_msg(msg), rgb)
 
 
 @pytest.mark.parametrize("change, reason", [
@@ -66,8 +75,8 @@ def test_bad_images_are_refused_with_reason(change, reason):
     msg = image_msg(np.zeros((3, 16, 3), np.uint8), "rgb8")
     for key, value in change.items():
         setattr(msg, key, value)
-    with pytest.raises(convert.ConversionError, match=reason):
-        convert.image_to_rgb(msg)
+    with pytest.raises(WireError, match=reason):
+        image_from_msg(msg)
 
 
 @pytest.mark.parametrize("ext, fmt", [(".png", "rgb8; png compressed bgr8"), (".jpg", "jpeg")])
@@ -76,7 +85,7 @@ def test_compressed_images_decode(ext, fmt):
     rgb[:, :24] = (200, 30, 10)
     ok, buf = cv2.imencode(ext, rgb[..., ::-1])
     assert ok
-    out = convert.compressed_to_rgb(CompressedImage(format=fmt, data=buf.tobytes()))
+    out = image_from_msg(CompressedImage(format=fmt, data=buf.tobytes()))
     assert out.shape == (32, 48, 3)
     if ext == ".png":
         np.testing.assert_array_equal(out, rgb)
@@ -86,20 +95,20 @@ def test_compressed_images_decode(ext, fmt):
 
 
 def test_bad_compressed_images():
-    with pytest.raises(convert.ConversionError, match="unsupported compressed format"):
-        convert.compressed_to_rgb(CompressedImage(format="theora", data=b"x"))
-    with pytest.raises(convert.ConversionError, match="cannot decode"):
-        convert.compressed_to_rgb(CompressedImage(format="jpeg", data=b"not a jpeg at all"))
+    with pytest.raises(WireError, match="unsupported compressed format"):
+        image_from_msg(CompressedImage(format="theora", data=b"x"))
+    with pytest.raises(WireError, match="cannot decode"):
+        image_from_msg(CompressedImage(format="jpeg", data=b"not a jpeg at all"))
 
 
 def test_camera_info_k_checked():
     K = [1266.4, 0.0, 816.3, 0.0, 1266.4, 491.5, 0.0, 0.0, 1.0]
-    np.testing.assert_array_equal(convert.camera_info_intrinsics(CameraInfo(k=K)),
+    np.testing.assert_array_equal(camera_info_intrinsics(CameraInfo(k=K)),
                                   np.reshape(K, (3, 3)))
-    with pytest.raises(convert.ConversionError, match="not a pinhole"):
-        convert.camera_info_intrinsics(CameraInfo())  # all-zero K
-    with pytest.raises(convert.ConversionError, match="non-finite"):
-        convert.camera_info_intrinsics(CameraInfo(k=[np.nan, *K[1:]]))
+    with pytest.raises(WireError, match="not a pinhole"):
+        camera_info_intrinsics(CameraInfo())  # all-zero K
+    with pytest.raises(WireError, match="non-finite"):
+        camera_info_intrinsics(CameraInfo(k=[np.nan, *K[1:]]))
 
 
 def radar_cloud(points: np.ndarray) -> PointCloud2:
@@ -112,17 +121,17 @@ def radar_cloud(points: np.ndarray) -> PointCloud2:
 
 def test_pointcloud2_roundtrip_nan_removal_and_limits():
     points = RNG.normal(size=(40, 18)).astype(np.float32)
-    out, dropped = convert.pointcloud2_to_array(radar_cloud(points), NUSCENES_RADAR_FIELDS, 100)
+    out, dropped = radar_points(radar_cloud(points), 100)
     np.testing.assert_array_equal(out, points)
     assert dropped == 0
     points[3, 0], points[7, 5] = np.nan, np.inf
-    out, dropped = convert.pointcloud2_to_array(radar_cloud(points), NUSCENES_RADAR_FIELDS, 100)
+    out, dropped = radar_points(radar_cloud(points), 100)
     assert dropped == 2 and out.shape == (38, 18)
     np.testing.assert_array_equal(out, np.delete(points, [3, 7], axis=0))
-    empty, _ = convert.pointcloud2_to_array(radar_cloud(points[:0]), NUSCENES_RADAR_FIELDS, 100)
+    empty, _ = radar_points(radar_cloud(points[:0]), 100)
     assert empty.shape == (0, 18)
-    with pytest.raises(convert.ConversionError, match="exceed max_radar_points=10"):
-        convert.pointcloud2_to_array(radar_cloud(points), NUSCENES_RADAR_FIELDS, 10)
+    with pytest.raises(WireError, match="exceed max_radar_points=10"):
+        radar_points(radar_cloud(points), 10)
 
 
 @pytest.mark.parametrize("damage, reason", [
@@ -138,8 +147,8 @@ def test_malformed_pointcloud2_refused(damage, reason):
         msg.fields[-1].offset = msg.point_step - 2
     else:
         msg.fields = list(msg.fields)[1:]
-    with pytest.raises(convert.ConversionError, match=reason):
-        convert.pointcloud2_to_array(msg, NUSCENES_RADAR_FIELDS, 100)
+    with pytest.raises(WireError, match=reason):
+        radar_points(msg, 100)
 
 
 def transform_stamped(parent, child, sec, T) -> TransformStamped:
@@ -161,7 +170,7 @@ def test_tf_message_and_cache_interpolation():
     bad.transform.rotation.w = 0.0  # a zero quaternion: no rotation at all
     msg = TFMessage(transforms=[transform_stamped("map", "base_link", 10, T0),
                                 transform_stamped("/map", "base_link", 11, T1), bad])
-    transforms, problems = convert.tf_message_to_list(msg)
+    transforms, problems = tf_message_to_list(msg)
     assert len(transforms) == 2 and len(problems) == 1 and "map->base_link" in problems[0]
     cache = TfCache(max_hold_ns=50_000_000)
     for parent, child, stamp, T in transforms:
@@ -209,8 +218,8 @@ def detections(n: int) -> Boxes:
 
 
 def reference_detections(boxes: Boxes, stamp: int, frame_id: str):
-    """The Detection3DArray of DESIGN.md §4, built field by field from rosbags' types: the
-    oracle for the bytes `detections_cdr` writes directly."""
+    """The Detection3DArray of docs/ARCHITECTURE.md §Conventions, built field by field from
+    rosbags' types: the oracle for the bytes `detections_cdr` writes directly."""
     t = typestore().types
     header = t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](
         sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000), frame_id=frame_id)
@@ -247,7 +256,7 @@ def test_detections_cdr_is_the_serialised_message(n, frame_id, with_scores):
     assert data == bytes(expected)
     # ... and rclpy reads it as the node's subscribers will.
     msg = deserialize_message(data, Detection3DArray)
-    assert msg.header.frame_id == frame_id and convert.stamp_to_ns(msg.header.stamp) == stamp
+    assert msg.header.frame_id == frame_id and stamp_ns(msg.header.stamp) == stamp
     assert len(msg.detections) == n
     for det, p, label in zip(msg.detections, boxes.params, boxes.labels):
         c = det.bbox.center

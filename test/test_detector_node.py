@@ -17,13 +17,16 @@ from sensor_msgs.msg import CameraInfo
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import Marker
 
-from imkd_core.data.bag import read_bag_samples
+from imkd_core.data.bag_reader import read_bag_samples
+from imkd_core.data.options import ReaderOptions
 from imkd_core.data.world.config import WorldConfig
 from imkd_core.data.world.generate import generate_world
 from imkd_core.geometry import make_transform, quaternion_yaw
 from imkd_core.pipeline import DetectorPipeline
 from imkd_core.sample import CAMERA_NAMES, CLASSES, NUSCENES_RADAR_FIELDS, RADAR_NAMES
-from imkd_ros.detector_node import DetectorNode, ParameterError, load_calibration
+from imkd_ros.calibration import load_calibration
+from imkd_ros.detector_node import DetectorNode
+from imkd_ros.parameters import ParameterError
 
 pytestmark = pytest.mark.ros
 
@@ -222,7 +225,7 @@ def test_replayed_bag_gives_the_offline_detections(checkpoint, context, tmp_path
     threshold = 0.05
     offline = DetectorPipeline.from_checkpoint(checkpoint, device="cpu")
     expected = {}
-    for sample in read_bag_samples(bag, load_lidar=False):
+    for sample in read_bag_samples(bag, ReaderOptions(load_lidar=False)):
         boxes = offline(sample)
         expected[sample.timestamp] = boxes.select(boxes.scores >= threshold)
     assert len(expected) == 5 and all(len(b) for b in expected.values())

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from imkd_core.config import IntensityMapConfig, apply_overrides, load_model_config
+from imkd_core.data.synthetic import make_sample
 from imkd_core.distill import IMKDLoss, intensity_map, lidar_depth_targets, teacher_loss
 from imkd_core.geometry import BEVGrid, project_to_image
 from imkd_core.models import Student, Teacher, freeze
-from imkd_core.models.synthetic import make_sample
 from imkd_core.preprocess import AugParams, Preprocessor, collate
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,9 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_rig import write_random_checkpoint
 from vision_msgs.msg import LabelInfo
 
-from imkd_core.data.bag import KEYFRAMES_TOPIC, camera_info_topic, image_topic, pointcloud_topic
-from imkd_ros.detector_node import PARAMETERS, DetectorNode
+from imkd_core.wire.names import KEYFRAMES_TOPIC, camera_info_topic, image_topic, pointcloud_topic
+from imkd_ros.detector_node import DetectorNode
+from imkd_ros.parameters import DetectorParams
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "detector.launch.py"
 
@@ -83,7 +85,7 @@ def test_remappings_cover_every_node_input_with_bag_topics():
     func = next(n for n in tree.body if isinstance(n, ast.FunctionDef)
                 and n.name == "remappings")
     namespace: dict = {}
-    exec(compile("from imkd_core.data.bag import *\nfrom imkd_core.sample import *\n",
+    exec(compile("from imkd_core.wire.names import *\nfrom imkd_core.sample import *\n",
                  "<imports>", "exec"), namespace)
     exec(compile(ast.Module(body=[func], type_ignores=[]), str(LAUNCH_FILE), "exec"), namespace)
     params = yaml.safe_load((LAUNCH_FILE.parents[1] / "config/detector.yaml").read_text())
@@ -106,7 +108,8 @@ def test_remappings_cover_every_node_input_with_bag_topics():
 def test_parameter_file_loads_into_the_node(install_tree, tmp_path):
     params_file = install_tree / "share/imkd_ros/config/detector.yaml"
     values = yaml.safe_load(params_file.read_text())["/**"]["ros__parameters"]
-    assert set(values) == set(PARAMETERS), "config/detector.yaml and the node disagree"
+    assert set(values) == {f.name for f in fields(DetectorParams)}, (
+        "config/detector.yaml and the node disagree")
     checkpoint = write_random_checkpoint(tmp_path / "model.pt")
     context = rclpy.Context()
     rclpy.init(context=context, args=["--ros-args", "--params-file", str(params_file),

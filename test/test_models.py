@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from imkd_core.config import apply_overrides, config_from_dict, load_model_config
+from imkd_core.data.synthetic import make_sample, random_boxes
 from imkd_core.distill import IMKDLoss, intensity_map
 from imkd_core.distill.losses import build_targets
 from imkd_core.models import Student, Teacher, freeze
@@ -16,7 +17,6 @@ from imkd_core.models.camera_branch import LiftSplat
 from imkd_core.models.fpn import FPN
 from imkd_core.models.head import circle_nms_keep, class_map_tensor, decode, encode_targets
 from imkd_core.models.resnet import ResNet
-from imkd_core.models.synthetic import make_sample, random_boxes
 from imkd_core.preprocess import AugParams, Preprocessor, collate, image_transform
 from imkd_core.sample import CLASSES, RADAR_POINT_COLUMNS, Boxes, LidarData, RadarData
 

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from imkd_core.data.nuscenes import NuScenesDataError, NuScenesReader, read_lidar_bin
+from imkd_core.data.options import ReaderOptions
 from imkd_core.data.radar_pcd import encode_radar_pcd
 from imkd_core.data.sweeps import RadarFilter
 from imkd_core.geometry import (
@@ -292,8 +293,9 @@ def test_sample_pose_stamps_and_cameras(reader, mini):
     expected = (invert_transform(ego_pose(t_key)) @ ego_pose(t_key + CAMERA_OFFSET["CAM_FRONT"])
                 @ SENSORS["CAM_FRONT"][1])
     np.testing.assert_allclose(front.T_ego_cam, expected, atol=1e-9)
-    static = NuScenesReader(mini[0], VERSION, camera_ego_motion=False, load_images=False,
-                            load_lidar=False, load_radar=False).get_sample(SECOND)
+    static = NuScenesReader(mini[0], VERSION, options=ReaderOptions(
+        camera_ego_motion=False, load_images=False, load_lidar=False,
+        load_radar=False)).get_sample(SECOND)
     np.testing.assert_allclose(static.cameras["CAM_FRONT"].T_ego_cam, SENSORS["CAM_FRONT"][1],
                                atol=1e-9)
     assert static.cameras["CAM_FRONT"].image.shape == (48, 64, 3)
@@ -327,17 +329,17 @@ def test_radar_sweeps_are_compensated_to_the_keyframe(reader, mini):
 
 
 def test_radar_sweep_count_filter_and_scene_start(mini):
-    unfiltered = NuScenesReader(mini[0], VERSION, radar_sweeps=10, radar_filter="all",
-                                load_images=False, load_lidar=False)
+    unfiltered = NuScenesReader(mini[0], VERSION, options=ReaderOptions(
+        radar_sweeps=10, radar_filter="all", load_images=False, load_lidar=False))
     # the walk back stops at the scene's first sweep: 7 sweeps exist, 4 returns each
     assert len(unfiltered.get_sample(SECOND).radars["RADAR_FRONT"].points) == 7 * 4
     first = unfiltered.get_sample("sample-scene-0001-0")
     assert len(first.radars["RADAR_FRONT"].points) == 4
-    moving_only = NuScenesReader(mini[0], VERSION, radar_sweeps=2, load_images=False,
-                                 radar_filter=RadarFilter(dyn_prop=[0, 2, 6]))
+    moving_only = NuScenesReader(mini[0], VERSION, options=ReaderOptions(
+        radar_sweeps=2, load_images=False, radar_filter=RadarFilter(dyn_prop=[0, 2, 6])))
     assert len(moving_only.get_sample(SECOND).radars["RADAR_FRONT"].points) == 0
     with pytest.raises(ValueError, match="count the keyframe"):
-        NuScenesReader(mini[0], VERSION, radar_sweeps=0)
+        NuScenesReader(mini[0], VERSION, options=ReaderOptions(radar_sweeps=0))
 
 
 def test_lidar_sweeps_are_compensated_to_the_keyframe(reader, mini):
@@ -352,8 +354,8 @@ def test_lidar_sweeps_are_compensated_to_the_keyframe(reader, mini):
     np.testing.assert_array_equal(points[:, 3], np.tile([10, 20, 30], 10))
     np.testing.assert_allclose(points[:, 4], np.repeat(np.arange(10) * 0.05, 3), atol=1e-6)
     assert sample.lidar.stamp == t_key * 1000
-    every = NuScenesReader(mini[0], VERSION, lidar_sweeps=3, lidar_min_distance=0.0,
-                           load_images=False).get_sample(SECOND)
+    every = NuScenesReader(mini[0], VERSION, options=ReaderOptions(
+        lidar_sweeps=3, lidar_min_distance=0.0, load_images=False)).get_sample(SECOND)
     assert every.lidar.points.shape == (3 * 4, 5)
 
 
@@ -389,9 +391,9 @@ def test_projection_matches_devkit_with_ego_motion(reader):
     nusc = reader.nusc
     record = nusc.get("sample", SECOND)
     sample = reader.get_sample(SECOND)
-    keyframe_only = NuScenesReader(reader.dataroot, VERSION, lidar_sweeps=1,
-                                   lidar_min_distance=0.0, load_images=False,
-                                   load_radar=False).get_sample(SECOND)
+    keyframe_only = NuScenesReader(reader.dataroot, VERSION, options=ReaderOptions(
+        lidar_sweeps=1, lidar_min_distance=0.0, load_images=False,
+        load_radar=False)).get_sample(SECOND)
     expected, _, _ = nusc.explorer.map_pointcloud_to_image(record["data"]["LIDAR_TOP"],
                                                            record["data"]["CAM_FRONT"])
     cam = sample.cameras["CAM_FRONT"]
@@ -491,7 +493,8 @@ def test_missing_image_names_the_file(broken, mini):
     with pytest.raises(NuScenesDataError, match=re.escape(f"{image.name}: image file missing")):
         reader.get_sample(token)
     # without images the sample still reads
-    assert NuScenesReader(broken, VERSION, load_images=False).get_sample(token).cameras
+    assert NuScenesReader(broken, VERSION, options=ReaderOptions(
+        load_images=False)).get_sample(token).cameras
 
 
 def test_corrupt_image_names_the_file(broken):
@@ -504,7 +507,7 @@ def test_corrupt_image_names_the_file(broken):
 
 
 def test_truncated_radar_pcd_names_the_file(broken):
-    reader = NuScenesReader(broken, VERSION, load_images=False)
+    reader = NuScenesReader(broken, VERSION, options=ReaderOptions(load_images=False))
     # damage a sweep, not the keyframe: the walk back must read it too
     sweep = sorted((broken / "sweeps" / "RADAR_BACK_LEFT").glob("*.pcd"))[-1]
     sweep.write_bytes(sweep.read_bytes()[:-30])
@@ -513,7 +516,7 @@ def test_truncated_radar_pcd_names_the_file(broken):
 
 
 def test_missing_radar_pcd_names_the_file(broken):
-    reader = NuScenesReader(broken, VERSION, load_images=False)
+    reader = NuScenesReader(broken, VERSION, options=ReaderOptions(load_images=False))
     key = broken / reader.nusc.get("sample_data", reader.nusc.get("sample", SECOND)["data"][
         "RADAR_FRONT"])["filename"]
     key.unlink()
@@ -522,7 +525,7 @@ def test_missing_radar_pcd_names_the_file(broken):
 
 
 def test_truncated_lidar_bin_names_the_file(broken):
-    reader = NuScenesReader(broken, VERSION, load_images=False)
+    reader = NuScenesReader(broken, VERSION, options=ReaderOptions(load_images=False))
     sweep = sorted((broken / "sweeps" / "LIDAR_TOP").glob("*.pcd.bin"))[0]
     sweep.write_bytes(sweep.read_bytes()[:-6])
     with pytest.raises(NuScenesDataError, match=re.escape(f"{sweep.name}: truncated LiDAR file")):
@@ -585,9 +588,9 @@ def test_world_aggregation_matches_devkit(world):
     assert_multisweep_matches_devkit(world, token, atol=1e-3)
     record = nusc.get("sample", token)
     sample = world.get_sample(token)
-    keyframe = NuScenesReader(world.dataroot, world.version, lidar_sweeps=1,
-                              lidar_min_distance=0.0, load_images=False,
-                              load_radar=False).get_sample(token)
+    keyframe = NuScenesReader(world.dataroot, world.version, options=ReaderOptions(
+        lidar_sweeps=1, lidar_min_distance=0.0, load_images=False,
+        load_radar=False)).get_sample(token)
     for channel, cam in sample.cameras.items():
         expected, _, image = nusc.explorer.map_pointcloud_to_image(record["data"]["LIDAR_TOP"],
                                                                    record["data"][channel])

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from imkd_core.checkpoint import load_checkpoint, save_checkpoint
 from imkd_core.config import apply_overrides, load_model_config
+from imkd_core.data.synthetic import make_sample
 from imkd_core.distill import IMKDLoss
 from imkd_core.geometry import points_in_boxes, project_to_image
 from imkd_core.models import Student, Teacher, freeze
-from imkd_core.models.synthetic import make_sample
-from imkd_core.pipeline import DetectorPipeline, load_checkpoint, save_checkpoint
+from imkd_core.pipeline import DetectorPipeline
 from imkd_core.preprocess import (
     AugParams,
     Preprocessor,

@@ -1,4 +1,4 @@
-"""PointCloud2 byte layouts <-> numpy (imkd_core.data.pointcloud2): round trips for every
+"""PointCloud2 byte layouts <-> numpy (imkd_core.wire.pointcloud2): round trips for every
 datatype, padded and big-endian layouts, and clear errors for malformed clouds."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imkd_core.data.pointcloud2 import (
+from imkd_core.data.radar_pcd import read_radar_pcd
+from imkd_core.sample import NUSCENES_RADAR_FIELDS
+from imkd_core.wire.pointcloud2 import (
     DATATYPE_NAMES,
     FLOAT32,
     FLOAT64,
@@ -26,8 +28,6 @@ from imkd_core.data.pointcloud2 import (
     decode_pointcloud2_structured,
     encode_pointcloud2,
 )
-from imkd_core.data.radar_pcd import read_radar_pcd
-from imkd_core.sample import NUSCENES_RADAR_FIELDS
 
 ALL_TYPES = sorted(DATATYPE_NAMES)
 
@@ -69,8 +69,8 @@ def test_every_datatype_round_trips_exactly(datatype):
 
 
 def test_nuscenes_radar_fields_keep_their_pcd_types(tmp_path):
-    from imkd_core.data.bag import RADAR_DATATYPES
     from imkd_core.data.radar_pcd import encode_radar_pcd
+    from imkd_core.wire.names import RADAR_DATATYPES
 
     rng = np.random.default_rng(1)
     raw = np.zeros((30, 18), np.float32)

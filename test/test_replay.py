@@ -111,8 +111,8 @@ def _bag_contents(bag: Path) -> tuple[dict[str, list[str]], dict[str, str], int,
 def _bag_stamps(bag: Path) -> dict[str, list[int]]:
     from rosbags.rosbag2 import Reader
 
-    from imkd_core.data.bag import stamp_ns
-    from imkd_core.data.ros_types import typestore
+    from imkd_core.wire.fields import stamp_ns
+    from imkd_core.wire.typestore import typestore
 
     store = typestore()
     stamps: dict[str, list[int]] = {}
@@ -225,15 +225,17 @@ def test_replay_api_rate_topics_offset_and_loop(one_scene_bag):
 def test_recorded_qos_is_adapted_like_ros2_bag_play():
     from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
-    from imkd_core.data.bag import QOS_DATA, QOS_LATCHED
+    from imkd_core.data.bag_writer import bag_qos
+    from imkd_core.wire.names import QOS_DATA, QOS_LATCHED
     from imkd_ros.replay import qos_profile
 
-    latched = qos_profile("/tf_static", [QOS_LATCHED])
+    data_offer, latched_offer = bag_qos(QOS_DATA), bag_qos(QOS_LATCHED)  # as bags record them
+    latched = qos_profile("/tf_static", [latched_offer])
     assert latched.durability == DurabilityPolicy.TRANSIENT_LOCAL
     assert latched.reliability == ReliabilityPolicy.RELIABLE and latched.depth == 1
-    data = qos_profile("/LIDAR_TOP", [QOS_DATA])
+    data = qos_profile("/LIDAR_TOP", [data_offer])
     assert data.durability == DurabilityPolicy.VOLATILE and data.depth == 10
-    mixed = qos_profile("/x", [QOS_DATA, QOS_LATCHED])  # not every offer latched -> volatile
+    mixed = qos_profile("/x", [data_offer, latched_offer])  # not every offer latched -> volatile
     assert mixed.durability == DurabilityPolicy.VOLATILE
     assert qos_profile("/tf_static", []).durability == DurabilityPolicy.TRANSIENT_LOCAL
 

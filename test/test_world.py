@@ -16,8 +16,9 @@ import pytest
 from imkd_core.data.radar_pcd import read_radar_pcd
 from imkd_core.data.world import WorldConfig, generate_world
 from imkd_core.data.world.config import parse_conditions, parse_image_size
+from imkd_core.data.world.layout import CLASS_SPECS
 from imkd_core.data.world.materials import RETRO_REFLECTIVE, M, lidar_intensity
-from imkd_core.data.world.scene import CLASS_SPECS, build_scene
+from imkd_core.data.world.population import build_scene
 from imkd_core.data.world.tables import TABLE_NAMES
 from imkd_core.geometry import make_transform
 from imkd_core.sample import CAMERA_NAMES, CLASSES, LIDAR_NAME, NUSCENES_RADAR_FIELDS, RADAR_NAMES
@@ -448,7 +449,7 @@ def test_radar_rcs_differs_by_class_and_doppler_is_radial():
 
 
 def test_objects_have_class_typical_sizes_and_never_overlap():
-    from imkd_core.data.world.scene import _Occupancy
+    from imkd_core.data.world.layout import _Occupancy
 
     model = _scene(index=2)
     sizes = defaultdict(list)
@@ -525,6 +526,29 @@ def test_cli_generates_and_refuses_to_overwrite(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_cli_takes_an_empty_out_dir_and_refuses_a_non_empty_one(tmp_path, capsys):
+    """`mktemp -d` users: an existing empty --out is written (still by a rename of the finished
+    world into place); a non-empty one is left untouched unless --overwrite."""
+    from imkd_core.cli import main
+
+    args = ["--scenes", "1", "--samples-per-scene", "2", "--image-size", "96x54",
+            "--lidar-azimuth-steps", "120", "--no-sweeps", "--workers", "1", "--no-progress"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["world", "--out", str(empty), *args]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert (empty / "world.json").is_file() and (empty / WorldConfig().version).is_dir()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    assert main(["world", "--out", str(busy), *args]) == 1
+    assert "not an empty directory" in capsys.readouterr().err
+    assert [p.name for p in busy.iterdir()] == ["keep.txt"]
+    assert main(["world", "--out", str(busy), *args, "--overwrite"]) == 0
+    assert not (busy / "keep.txt").exists() and (busy / "world.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "empty"]  # no partial left
+
+
 def test_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
     from imkd_core.data.world import generate
 
@@ -576,7 +600,7 @@ def eval_world(tmp_path_factory):
 
 @pytest.mark.slow
 def test_ground_truth_scores_nds_one(eval_world, tmp_path):
-    from imkd_core.evaluate import evaluate_detections, ground_truth_submission
+    from imkd_core.evaluation.metrics import evaluate_detections, ground_truth_submission
 
     root, nusc = eval_world
     metrics = evaluate_detections(root, "v1.0-trainval", "val",
@@ -592,7 +616,7 @@ def test_ground_truth_scores_nds_one(eval_world, tmp_path):
 @pytest.mark.slow
 def test_radar_cluster_baseline_is_weak_but_not_blind(eval_world, tmp_path):
     from imkd_core.data.baselines import radar_cluster_baseline
-    from imkd_core.evaluate import evaluate_detections
+    from imkd_core.evaluation.metrics import evaluate_detections
 
     root, nusc = eval_world
     metrics = evaluate_detections(root, "v1.0-trainval", "val",
@@ -606,10 +630,12 @@ def test_radar_cluster_baseline_is_weak_but_not_blind(eval_world, tmp_path):
 def test_boxes_in_ego_frame_evaluate_like_submission_dicts(eval_world, tmp_path):
     """`Boxes` in the ego frame (here the reader's ground truth) score as the devkit's boxes."""
     from imkd_core.data.nuscenes import NuScenesReader
-    from imkd_core.evaluate import evaluate_detections, split_sample_tokens
+    from imkd_core.data.options import ReaderOptions
+    from imkd_core.evaluation.metrics import evaluate_detections, split_sample_tokens
 
     root, nusc = eval_world
-    reader = NuScenesReader(root, load_images=False, load_radar=False, load_lidar=False)
+    reader = NuScenesReader(root, options=ReaderOptions(
+        load_images=False, load_radar=False, load_lidar=False))
     results = {}
     for token in split_sample_tokens(nusc, "val"):
         gt = reader.get_sample(token).gt

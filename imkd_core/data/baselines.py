@@ -12,20 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from imkd_core.geometry import quaternion_to_matrix, quaternion_yaw, yaw_to_quaternion
 from imkd_core.sample import RADAR_NAMES
 
 CAR_SIZE_WLH = (1.95, 4.61, 1.72)
-
-
-def _quaternion_yaw(q) -> float:
-    w, x, y, z = q
-    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
-
-
-def _rotation(q) -> np.ndarray:
-    from imkd_core.geometry import quaternion_to_matrix
-
-    return quaternion_to_matrix(np.asarray(q, dtype=np.float64))
 
 
 def sample_radar_global(nusc, sample_token: str) -> np.ndarray:
@@ -42,9 +32,9 @@ def sample_radar_global(nusc, sample_token: str) -> np.ndarray:
         pose = nusc.get("ego_pose", sd["ego_pose_token"])
         pc = RadarPointCloud.from_file(nusc.get_sample_data_path(sd["token"]))
         pts = pc.points  # (18, N), radar frame
-        R = _rotation(pose["rotation"]) @ _rotation(cs["rotation"])
-        t = _rotation(pose["rotation"]) @ np.asarray(cs["translation"]) + np.asarray(
-            pose["translation"])
+        R_pose = quaternion_to_matrix(pose["rotation"])
+        R = R_pose @ quaternion_to_matrix(cs["rotation"])
+        t = R_pose @ np.asarray(cs["translation"]) + np.asarray(pose["translation"])
         xyz = (R @ pts[:3]).T + t
         vel = np.zeros((pts.shape[1], 3))
         vel[:, 0], vel[:, 1] = pts[8], pts[9]
@@ -74,7 +64,7 @@ def radar_cluster_detections(nusc, sample_token: str, eps: float = 2.5) -> list[
     labels = cluster_bev(pts[:, :2], eps)
     sample = nusc.get("sample", sample_token)
     lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
-    ego_yaw = _quaternion_yaw(nusc.get("ego_pose", lidar_sd["ego_pose_token"])["rotation"])
+    ego_yaw = float(quaternion_yaw(nusc.get("ego_pose", lidar_sd["ego_pose_token"])["rotation"]))
     out = []
     for k in range(labels.max() + 1 if len(labels) else 0):
         members = pts[labels == k]
@@ -87,7 +77,7 @@ def radar_cluster_detections(nusc, sample_token: str, eps: float = 2.5) -> list[
             "sample_token": sample_token,
             "translation": [float(centre[0]), float(centre[1]), CAR_SIZE_WLH[2] / 2],
             "size": list(CAR_SIZE_WLH),
-            "rotation": [float(np.cos(yaw / 2)), 0.0, 0.0, float(np.sin(yaw / 2))],
+            "rotation": [float(v) for v in yaw_to_quaternion(yaw)],
             "velocity": [float(velocity[0]), float(velocity[1])],
             "detection_name": "car", "detection_score": score,
             "attribute_name": "vehicle.moving" if speed > 0.5 else "vehicle.parked",
@@ -98,7 +88,7 @@ def radar_cluster_detections(nusc, sample_token: str, eps: float = 2.5) -> list[
 
 def radar_cluster_baseline(nusc, eval_set: str, eps: float = 2.5) -> dict[str, list[dict]]:
     """Detections for every keyframe of an official split."""
-    from imkd_core.evaluate import split_sample_tokens
+    from imkd_core.evaluation.metrics import split_sample_tokens
 
     return {token: radar_cluster_detections(nusc, token, eps)
             for token in split_sample_tokens(nusc, eval_set)}

@@ -1,18 +1,19 @@
 """nuScenes (real, or our nuScenes-format world) -> `Sample` records, through nuscenes-devkit.
 
 The devkit's `NuScenes` loads and indexes the tables; sensor files are read here (the radar PCDs
-with our own codec, unfiltered, so every field and every return is available) and aggregated
-with the pure functions of `imkd_core.data.sweeps`, which the rosbag2 reader and the ROS node
-share. Everything in a `Sample` is in the keyframe's ego frame (the ego pose of the LIDAR_TOP
-keyframe), with integer nanosecond stamps (nuScenes stores microseconds).
+with our own codec, unfiltered, so every field and every return is available) into per-sensor
+records, which the one Sample assembler (`imkd_core.data.assemble`, shared with the rosbag2
+reader and the ROS node) brings to the keyframe. Everything in a `Sample` is in the keyframe's
+ego frame (the ego pose of the LIDAR_TOP keyframe), with integer nanosecond stamps (nuScenes
+stores microseconds).
 
 Cameras: `CameraData.T_ego_cam` is the camera's pose at the *image's* time expressed in the
 keyframe ego frame (calibration composed with the ego motion between image and keyframe), so
 `geometry.project_to_image(points_in_keyframe_ego, cam.T_ego_cam, cam.K)` lands where
-nuscenes-devkit's `map_pointcloud_to_image` does. Pass `camera_ego_motion=False` for the bare
-calibration.
+nuscenes-devkit's `map_pointcloud_to_image` does. `ReaderOptions(camera_ego_motion=False)` gives
+the bare calibration.
 
-Records without `prev`/`next` keys (trimmed tables, like the real keyframe in ../shared) are
+Records without `prev`/`next` keys (trimmed tables, like the real keyframe in test/data) are
 read as "no earlier sweep"; missing or unreadable files and tables raise `NuScenesDataError`
 naming the file.
 """
@@ -21,32 +22,18 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from imkd_core.data.assemble import CameraRecord, assemble_sample
 from imkd_core.data.image_codec import ImageDecodeError, decode_compressed_image
+from imkd_core.data.options import ReaderOptions
 from imkd_core.data.radar_pcd import RadarPcdError, read_radar_pcd
-from imkd_core.data.sweeps import (
-    RadarFilter,
-    RawSweep,
-    aggregate_lidar_sweeps,
-    aggregate_radar_sweeps,
-    sensor_to_keyframe,
-)
+from imkd_core.data.sweeps import RawSweep
 from imkd_core.geometry import make_transform, nuscenes_to_ego_boxes
-from imkd_core.sample import (
-    CAMERA_NAMES,
-    CLASS_INDEX,
-    LIDAR_NAME,
-    RADAR_NAMES,
-    Boxes,
-    CameraData,
-    LidarData,
-    RadarData,
-    Sample,
-)
+from imkd_core.sample import CLASS_INDEX, LIDAR_NAME, Boxes, Sample
 
 # The 13 tables nuscenes-devkit requires, in the order it loads them.
 NUSCENES_TABLES: tuple[str, ...] = (
@@ -135,42 +122,15 @@ def _load_devkit(dataroot: Path, version: str, verbose: bool):
 class NuScenesReader:
     """Read `Sample`s from a nuScenes dataroot (v1.0-mini / v1.0-trainval / our world).
 
-    radar_sweeps / lidar_sweeps: sweeps per sensor *including* the keyframe (devkit `nsweeps`
-    semantics), walked back through `prev`. radar_filter: a `RadarFilter`, or "nuscenes" (the
-    devkit default) or "all". lidar_min_distance: drop LiDAR returns within this square
-    half-width of the sensor (devkit `remove_close`; 0 keeps all).
+    `options` (default `ReaderOptions()`): sweep counts, radar filter, which sensors and
+    modalities; sweeps are walked back through `prev`.
     """
 
-    def __init__(
-        self,
-        dataroot: str | Path,
-        version: str = "v1.0-trainval",
-        radar_sweeps: int = 6,
-        lidar_sweeps: int = 10,
-        radar_filter: RadarFilter | str | dict | None = "nuscenes",
-        load_lidar: bool = True,
-        load_images: bool = True,
-        load_radar: bool = True,
-        lidar_min_distance: float = 1.0,
-        camera_ego_motion: bool = True,
-        cameras: Sequence[str] = CAMERA_NAMES,
-        radars: Sequence[str] = RADAR_NAMES,
-        verbose: bool = False,
-    ):
-        if radar_sweeps < 1 or lidar_sweeps < 1:
-            raise ValueError("radar_sweeps and lidar_sweeps count the keyframe: must be >= 1")
+    def __init__(self, dataroot: str | Path, version: str = "v1.0-trainval",
+                 options: ReaderOptions | None = None, verbose: bool = False):
         self.dataroot = Path(dataroot)
         self.version = version
-        self.radar_sweeps = int(radar_sweeps)
-        self.lidar_sweeps = int(lidar_sweeps)
-        self.radar_filter = RadarFilter.from_spec(radar_filter)
-        self.load_lidar = load_lidar
-        self.load_images = load_images
-        self.load_radar = load_radar
-        self.lidar_min_distance = float(lidar_min_distance)
-        self.camera_ego_motion = camera_ego_motion
-        self.cameras = tuple(cameras)
-        self.radars = tuple(radars)
+        self.options = options or ReaderOptions()
         self.nusc = _load_devkit(self.dataroot, version, verbose)
         self._samples_by_scene = self._index_scene_samples()
 
@@ -272,28 +232,23 @@ class NuScenesReader:
                 f"{LIDAR_NAME} keyframe, which defines the sample's ego pose")
         lidar_sd = self._get("sample_data", data[LIDAR_NAME])
         T_map_ego = self._ego_pose(lidar_sd)
-        key_stamp = us_to_ns(sample["timestamp"])
         scene = self._get("scene", sample["scene_token"])
-        result = Sample(token=token, timestamp=key_stamp, T_map_ego=T_map_ego,
-                        scene_name=scene["name"])
+        options = self.options
+        cameras = {ch: self._camera(data[ch]) for ch in options.cameras if ch in data}
+        radars = {}
+        if options.load_radar:
+            radars = {ch: [self._raw_sweep(sd, self._read_radar(sd))
+                           for sd in self._walk_back(data[ch], options.radar_sweeps)]
+                      for ch in options.radars if ch in data}
+        lidar = None
+        if options.load_lidar:
+            lidar = [self._raw_sweep(sd, read_lidar_bin(self._path(sd)))
+                     for sd in self._walk_back(lidar_sd["token"], options.lidar_sweeps)]
+        return assemble_sample(token, us_to_ns(sample["timestamp"]), T_map_ego, cameras, radars,
+                               lidar, options, gt=self._boxes(sample, T_map_ego),
+                               scene_name=scene["name"])
 
-        for channel in self.cameras:
-            if channel in data:
-                result.cameras[channel] = self._camera(data[channel], T_map_ego)
-        if self.load_radar:
-            for channel in self.radars:
-                if channel in data:
-                    result.radars[channel] = self._radar(data[channel], T_map_ego, key_stamp)
-        if self.load_lidar:
-            sweeps = [self._raw_sweep(sd, read_lidar_bin(self._path(sd)))
-                      for sd in self._walk_back(lidar_sd["token"], self.lidar_sweeps)]
-            points = aggregate_lidar_sweeps(sweeps, T_map_ego, key_stamp, self.lidar_min_distance)
-            result.lidar = LidarData(points=points, T_ego_lidar=self._sensor_calibration(lidar_sd),
-                                     stamp=us_to_ns(lidar_sd["timestamp"]))
-        result.gt = self._boxes(sample, T_map_ego)
-        return result
-
-    def _camera(self, sd_token: str, T_map_ego_key: np.ndarray) -> CameraData:
+    def _camera(self, sd_token: str) -> CameraRecord:
         sd = self._get("sample_data", sd_token)
         cs = self._calibration(sd)
         K = np.asarray(cs.get("camera_intrinsic") or [], dtype=np.float64)
@@ -302,19 +257,13 @@ class NuScenesReader:
                 f"{self.dataroot / self.version / 'calibrated_sensor.json'}: record "
                 f"{cs['token']} has no 3x3 camera_intrinsic")
         T_ego_cam = make_transform(cs["rotation"], cs["translation"])
-        if self.camera_ego_motion:
-            T_ego_cam = sensor_to_keyframe(T_ego_cam, self._ego_pose(sd), T_map_ego_key)
-        if self.load_images:
+        T_map_ego = self._ego_pose(sd) if self.options.camera_ego_motion else None
+        if self.options.load_images:
             image = read_image(self._path(sd))
         else:
             image = np.zeros((int(sd.get("height") or 0), int(sd.get("width") or 0), 3), np.uint8)
-        return CameraData(image=image, K=K, T_ego_cam=T_ego_cam, stamp=us_to_ns(sd["timestamp"]))
-
-    def _radar(self, sd_token: str, T_map_ego_key: np.ndarray, key_stamp: int) -> RadarData:
-        records = self._walk_back(sd_token, self.radar_sweeps)
-        sweeps = [self._raw_sweep(sd, self._read_radar(sd)) for sd in records]
-        points = aggregate_radar_sweeps(sweeps, T_map_ego_key, key_stamp, self.radar_filter)
-        return RadarData(points=points, T_ego_radar=sweeps[0].T_ego_sensor, stamp=sweeps[0].stamp)
+        return CameraRecord(image=image, K=K, T_ego_cam=T_ego_cam, T_map_ego=T_map_ego,
+                            stamp=us_to_ns(sd["timestamp"]))
 
     def _box_velocity(self, ann: dict) -> np.ndarray:
         if "prev" not in ann or "next" not in ann:
@@ -368,7 +317,6 @@ __all__ = [
     "NUSCENES_TABLES",
     "NuScenesDataError",
     "NuScenesReader",
-    "RadarFilter",
     "dataroot_version",
     "read_image",
     "read_lidar_bin",

@@ -1,13 +1,14 @@
 """Multi-sweep aggregation maths: sensor sweeps -> the keyframe's ego frame, as pure numpy.
 
-The nuScenes reader, the rosbag2 reader and the ROS node all build a `Sample` with these
-functions, so the three paths give the same points to the last bit. Nothing here knows about
-nuscenes-devkit, files or messages: inputs are raw sensor arrays, 4x4 transforms and integer
-nanosecond stamps.
+The one Sample assembler (`imkd_core.data.assemble`), which the nuScenes reader, the rosbag2
+reader and the ROS node all call, brings sweeps to the keyframe with these functions, so the
+three paths give the same points to the last bit. Nothing here knows about nuscenes-devkit,
+files or messages: inputs are raw sensor arrays, 4x4 transforms and integer nanosecond stamps.
 
-Frames (DESIGN.md §4): a sweep's points are in its sensor frame; `T_ego_sensor` is the sensor's
-calibration; `T_map_ego_sweep` the ego pose at the sweep's stamp; `T_map_ego_key` the ego pose at
-the keyframe (the LiDAR keyframe in nuScenes). A point p_sensor lands at
+Frames (docs/ARCHITECTURE.md §Conventions): a sweep's points are in its sensor frame;
+`T_ego_sensor` is the sensor's calibration; `T_map_ego_sweep` the ego pose at the sweep's stamp;
+`T_map_ego_key` the ego pose at the keyframe (the LiDAR keyframe in nuScenes). A point
+p_sensor lands at
 
     p_key = inv(T_map_ego_key) @ T_map_ego_sweep @ T_ego_sensor @ p_sensor
 
@@ -140,6 +141,11 @@ class RadarFilter:
     def all(cls) -> RadarFilter:
         return cls(dyn_prop=None, ambig_state=None, invalid_state=None)
 
+    @property
+    def keeps_all(self) -> bool:
+        """True when no field is constrained (`RadarFilter.all()`): nothing to filter."""
+        return self.dyn_prop is None and self.ambig_state is None and self.invalid_state is None
+
     @classmethod
     def from_spec(cls, spec) -> RadarFilter:
         """A filter from `"nuscenes"`, `"all"`, a dict of the three fields, or a RadarFilter."""
@@ -181,11 +187,12 @@ def aggregate_radar_sweeps(sweeps, T_map_ego_key, key_stamp_ns: int,
                            radar_filter: RadarFilter | None = None) -> np.ndarray:
     """Radar sweeps (newest first, as walked back via `prev`) -> one (N, 19) float32 cloud in the
     keyframe ego frame: each sweep filtered by `radar_filter` (default: keep all), then
-    `radar_to_keyframe`, concatenated in the given order."""
+    `radar_to_keyframe`, concatenated in the given order. A filter that keeps all
+    (`RadarFilter.all()`) costs nothing: no mask is built, no sweep copied."""
     clouds = [empty_radar_points()]
     for sweep in sweeps:
         raw = np.asarray(sweep.points)
-        if radar_filter is not None:
+        if radar_filter is not None and not radar_filter.keeps_all:
             raw = raw[radar_filter.apply(raw)]
         clouds.append(radar_to_keyframe(raw, sweep.T_ego_sensor, sweep.T_map_ego, T_map_ego_key,
                                         sweep.stamp, key_stamp_ns))

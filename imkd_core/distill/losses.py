@@ -1,6 +1,7 @@
 """The losses of the student (detection + the IMKD stages) and of the teacher.
 
-Our reading of IMKD (DESIGN.md §5), every term switchable with a weight (`config.distill`):
+Our reading of IMKD (docs/ARCHITECTURE.md §IMKD), every term switchable with a weight
+(`config.distill`):
 - Stage 1, LiDAR -> radar: `adaptor1(radar BEV)` vs teacher BEV features, squared error
   (channel mean) weighted per cell by the intensity map I;
 - intensity prediction: the radar branch's intensity head vs I (BCE with soft targets);

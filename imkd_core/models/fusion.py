@@ -1,4 +1,4 @@
-"""Camera-radar BEV fusion. Stage 3 of IMKD (our reading, DESIGN.md §5):
+"""Camera-radar BEV fusion. Stage 3 of IMKD (our reading, docs/ARCHITECTURE.md §IMKD):
 
 1. project camera and radar BEV features to C channels;
 2. gates: a small conv net sees [camera, radar, predicted intensity] and outputs one sigmoid

@@ -2,9 +2,9 @@
 small head that predicts the LiDAR intensity map I from radar features (IMKD: an intensity
 estimate must exist at inference, where there is no LiDAR).
 
-Input columns (the first seven of `RADAR_POINT_COLUMNS`): x, y, z, rcs, vx_comp, vy_comp, dt,
-positions/velocities in the keyframe ego frame (BEV-augmented like everything else). No points at
-all (all radars missing) gives an exactly zero pillar map; the branch still runs.
+Input columns: `imkd_core.sample.RADAR_MODEL_COLUMNS` (position, RCS, compensated velocity, dt),
+positions/velocities in the keyframe ego frame (BEV-augmented like everything else). No points
+at all (all radars missing) gives an exactly zero pillar map; the branch still runs.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from imkd_core.config import RadarBranchConfig
 from imkd_core.geometry import BEVGrid
 from imkd_core.models.pillars import PillarEncoder
 from imkd_core.models.resnet import conv_bn
+from imkd_core.sample import RADAR_MODEL_COLUMNS
 
-RADAR_INPUT_COLUMNS = ("x", "y", "z", "rcs", "vx_comp", "vy_comp", "dt")
-# Divisors that bring each input column to O(1).
+# Divisors that bring each input column (RADAR_MODEL_COLUMNS order) to O(1).
 RADAR_SCALES = [50.0, 50.0, 5.0, 20.0, 10.0, 10.0, 1.0]
 
 
@@ -38,7 +38,7 @@ class RadarBranch(nn.Module):
 
     def forward(self, points: torch.Tensor, mask: torch.Tensor | None):
         """(B, P, 7) + (B, P) -> radar BEV (B, C, ny, nx), intensity logits (B, 1, ny, nx)."""
-        points = points[..., : len(RADAR_INPUT_COLUMNS)]
+        points = points[..., : len(RADAR_MODEL_COLUMNS)]
         keep = points[..., 6] <= self.cfg.max_dt
         mask = keep if mask is None else mask & keep
         bev = self.encoder(self.pillars(points, mask))

@@ -35,7 +35,8 @@ def add_subcommand(sub) -> argparse.ArgumentParser:
         description="Generate a nuScenes-format dataset (all 13 tables, samples/, sweeps/, "
                     "maps/) that nuscenes-devkit loads and evaluates unmodified. Same seed, "
                     "same bytes.")
-    p.add_argument("--out", required=True, type=Path, help="dataroot to create")
+    p.add_argument("--out", required=True, type=Path,
+                   help="dataroot to create (a new path or an empty directory)")
     p.add_argument("--scenes", type=int, default=defaults.scenes)
     p.add_argument("--samples-per-scene", type=int, default=defaults.samples_per_scene,
                    help="keyframes per scene (2 Hz)")
@@ -55,7 +56,8 @@ def add_subcommand(sub) -> argparse.ArgumentParser:
     p.add_argument("--density", type=float, default=defaults.density,
                    help="object density relative to the default")
     p.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out that is not an empty directory")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--check", action="store_true",
                    help="afterwards, load with nuscenes-devkit and evaluate the ground truth and "
@@ -112,7 +114,7 @@ def check_world(dataroot: Path, config: WorldConfig) -> int:
     from nuscenes import NuScenes
 
     from imkd_core.data.baselines import radar_cluster_baseline
-    from imkd_core.evaluate import evaluate_detections, ground_truth_submission
+    from imkd_core.evaluation.metrics import evaluate_detections, ground_truth_submission
 
     nusc = NuScenes(version=config.version, dataroot=str(dataroot), verbose=False)
     eval_set = "mini_val" if config.version == "v1.0-mini" else "val"

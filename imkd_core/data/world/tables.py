@@ -13,8 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from imkd_core.data.world.scene import ATTRIBUTES
-from imkd_core.sample import CAMERA_NAMES, LIDAR_NAME, RADAR_NAMES
+from imkd_core.sample import ATTRIBUTES, CAMERA_NAMES, LIDAR_NAME, RADAR_NAMES
 
 TABLE_NAMES: tuple[str, ...] = (
     "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",

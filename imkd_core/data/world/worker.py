@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from imkd_core.data.world.config import WorldConfig
-from imkd_core.data.world.generate import run_scene
+from imkd_core.data.world.scene_writer import run_scene
 
 
 def main(argv: list[str] | None = None) -> int:

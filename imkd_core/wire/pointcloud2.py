@@ -4,8 +4,8 @@
 point record of `point_step` bytes; `height` rows of `width` points each start `row_step` bytes
 apart in `data` (rows may carry padding after `width * point_step` bytes). This module turns
 such a byte layout into numpy arrays through one structured dtype (no per-point Python) and
-back. It takes plain values, not message objects, so the bag converter/reader (rosbags
-messages) and the ROS node (rclpy messages) share it.
+back. It takes plain values, not message objects; `imkd_core.wire.fields.pointcloud2_array`
+reads them off a message, a rosbags one (bags) or an rclpy one (the node) alike.
 
 Validation is strict: a field that sticks out of its point, a point that sticks out of its row,
 a buffer that is shorter or longer than `row_step * height`, an unknown datatype, a repeated or

@@ -1,0 +1,59 @@
+"""Model checkpoints: one file format for the trainer that writes them and the inference
+pipeline and node that read them.
+
+A checkpoint carries its `ModelConfig`, so the weights load without the YAML they were trained
+from, and its model kind ("student" or "teacher"), so `DetectorPipeline.from_checkpoint` builds
+the right network. Files load with `weights_only=True`: no pickled code runs on loading.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from imkd_core.config import ModelConfig
+from imkd_core.device import unwrap_model
+
+CHECKPOINT_FORMAT = "imkd_ros-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: ModelConfig,
+                    extra: dict | None = None) -> None:
+    """Atomically write {format, version, kind, config, state_dict, extra}. `extra` must hold
+    plain values (numbers, strings, lists, dicts, tensors): checkpoints load with
+    `weights_only=True`."""
+    model = unwrap_model(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "kind": getattr(model, "kind", "student"),
+        "config": config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra or {},
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+                    ) -> dict[str, Any]:
+    """The payload `save_checkpoint` wrote; refuses other files and newer format versions."""
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an imkd_ros checkpoint")
+    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint version {payload['version']} is newer than this "
+                         f"code ({CHECKPOINT_VERSION})")
+    return payload

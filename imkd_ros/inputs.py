@@ -1,0 +1,135 @@
+"""The node's input side: sensor messages -> synchroniser payloads -> the `Sample` of a set.
+
+Subscription callbacks turn each message into a payload (`camera_frame`, `radar_sweep`; the
+decoding is `imkd_core.wire.fields`, shared with the bag reader) that `imkd_ros.sync` groups
+into a `FrameSet`. `SampleBuilder` hands a set, with the latest intrinsics and the ego pose at
+each of its stamps, to `imkd_core.data.assemble.assemble_sample`, the assembler the offline
+readers use, so the node and the offline evaluation build the same `Sample` from the same data.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from imkd_core.data.assemble import CameraRecord, assemble_sample
+from imkd_core.data.options import ReaderOptions
+from imkd_core.data.sweeps import RawSweep
+from imkd_core.preprocess import PreparedImage
+from imkd_core.sample import Sample
+from imkd_core.wire import fields
+from imkd_core.wire.fields import WireError
+from imkd_ros.diagnostics import InputWarnings
+from imkd_ros.sync import FrameSet
+from imkd_ros.tf_buffer import TfLookupError
+from imkd_ros.tf_listener import TfListener
+
+
+class InputError(ValueError):
+    """A message the node cannot use; the text says why (the caller adds the topic)."""
+
+
+@dataclass
+class CameraFrame:
+    """A converted camera message."""
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    prepared: PreparedImage  # the image's model input, made in the callback
+    T_base_cam: np.ndarray  # (4, 4) calibration from /tf_static (or calibration_file)
+    convert_s: float  # CPU time the callback spent converting and preparing it
+
+
+@dataclass
+class RadarSweep:
+    """A converted radar message."""
+
+    points: np.ndarray  # (N, 18) float32 NUSCENES_RADAR_FIELDS, finite, unfiltered
+    T_base_radar: np.ndarray  # (4, 4) calibration
+
+
+def camera_frame(msg, tf: TfListener,
+                 prepare: Callable[[np.ndarray], PreparedImage]) -> CameraFrame:
+    """Image or CompressedImage -> CameraFrame, its model input made by `prepare`."""
+    cpu_start = time.thread_time()
+    try:
+        T_base_cam = tf.extrinsics(msg.header.frame_id.lstrip("/"))
+    except TfLookupError as exc:
+        raise InputError(f"missing TF: {exc}") from exc
+    try:
+        image = fields.image_from_msg(msg)
+    except WireError as exc:
+        raise InputError(str(exc)) from exc
+    return CameraFrame(image, prepare(image), T_base_cam, time.thread_time() - cpu_start)
+
+
+def radar_sweep(msg, tf: TfListener, max_points: int) -> tuple[RadarSweep, int]:
+    """PointCloud2 -> (RadarSweep, number of points removed for NaN/Inf)."""
+    try:
+        points, non_finite = fields.radar_points(msg, max_points)
+        T_base_radar = tf.extrinsics(msg.header.frame_id.lstrip("/"))
+    except WireError as exc:
+        raise InputError(str(exc)) from exc
+    except TfLookupError as exc:
+        raise InputError(f"missing TF: {exc}") from exc
+    return RadarSweep(points, T_base_radar), non_finite
+
+
+def frame_stamps(frame_set: FrameSet) -> list[int]:
+    """Every stamp whose ego pose a frame set needs: its key pose, cameras, radar sweeps."""
+    stamps = [frame_set.key_pose_stamp] + [f.stamp for f in frame_set.cameras.values()]
+    return stamps + [s.stamp for sweeps in frame_set.radars.values() for s in sweeps]
+
+
+class SampleBuilder:
+    """FrameSet -> `Sample`, exactly as the offline readers build it; warns (via `warnings`)
+    about what a set lacks: a camera without intrinsics is left out, and without a /tf ego
+    pose at some stamp every sensor is taken to be at the key pose (`ego_motion_missing`)."""
+
+    def __init__(self, tf: TfListener, options: ReaderOptions,
+                 warnings: InputWarnings) -> None:
+        self.options = options
+        self.ego_motion_missing = False
+        self._tf, self._warnings = tf, warnings
+        self._lock = threading.Lock()  # intrinsics: callbacks vs the worker
+        self._intrinsics: dict[str, np.ndarray] = {}
+
+    def set_intrinsics(self, camera: str, K: np.ndarray) -> None:
+        """The camera's latest (3, 3) intrinsics (from its CameraInfo)."""
+        with self._lock:
+            self._intrinsics[camera] = K
+
+    def build(self, frame_set: FrameSet) -> Sample:
+        poses = {s: self._ego_pose(s) for s in sorted(set(frame_stamps(frame_set)))}
+        self.ego_motion_missing = any(T is None for T in poses.values())
+        if self.ego_motion_missing:  # no ego motion known: every sensor at the key pose
+            poses = dict.fromkeys(poses, np.eye(4))
+        with self._lock:  # the latest intrinsics: CameraInfo may trail its image a little
+            intrinsics = dict(self._intrinsics)
+        cameras = {}
+        for cam, frame in frame_set.cameras.items():
+            if cam not in intrinsics:
+                self._warnings.warn(f"~/input/{cam}/camera_info", "no camera_info",
+                                    f"no valid CameraInfo yet; {cam} left out of this frame")
+                continue
+            cameras[cam] = CameraRecord(image=frame.payload.image, K=intrinsics[cam],
+                                        T_ego_cam=frame.payload.T_base_cam,
+                                        T_map_ego=poses[frame.stamp], stamp=frame.stamp)
+        radars = {radar: [RawSweep(points=s.payload.points, T_ego_sensor=s.payload.T_base_radar,
+                                   T_map_ego=poses[s.stamp], stamp=s.stamp) for s in sweeps]
+                  for radar, sweeps in frame_set.radars.items()}
+        return assemble_sample(f"ros_{frame_set.stamp}", frame_set.stamp,
+                               poses[frame_set.key_pose_stamp], cameras, radars, None,
+                               self.options)
+
+    def _ego_pose(self, stamp: int) -> np.ndarray | None:
+        """map -> base at `stamp`, or None (warned) when /tf does not have it."""
+        try:
+            return self._tf.ego_pose(stamp)
+        except TfLookupError as exc:
+            self._warnings.warn("/tf", "missing ego pose", f"missing TF: {exc}; sensors are "
+                                "treated as static for this frame")
+            return None
