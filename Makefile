@@ -20,8 +20,10 @@ test-slow: setup
 test-all: setup lint
 	@bash scripts/run_pytest.sh $(PYTEST_ARGS)
 
+# ruff, then the layer contracts of docs/ARCHITECTURE.md §Layers (.importlinter).
 lint: setup
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/lint-imports --no-logo --no-cache .importlinter
 
 demo: setup
 	@echo "make demo arrives with a later issue (world -> train -> bag -> node -> RViz)." >&2
