@@ -9,6 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "ARCHITECTURE.md"
+OLD_DESIGN_PAGE = "DESIGN" ".md"  # the starting design outside the repository (split: not a hit)
 
 
 def _layout_block() -> list[str]:
@@ -66,10 +67,10 @@ def test_pointers_into_the_architecture_name_its_sections():
     bad = []
     for rel in tracked:
         path = ROOT / rel
-        if not path.is_file() or rel == "docs/ARCHITECTURE.md":
+        if not path.is_file() or rel in ("docs/ARCHITECTURE.md", "test/test_architecture.py"):
             continue
         text = path.read_text(errors="replace")
-        assert "DESIGN.md" not in text, f"{rel} points to a design page outside the repository"
+        assert OLD_DESIGN_PAGE not in text, f"{rel} points to a page outside the repository"
         if "ARCHITECTURE.md" not in text:
             continue
         # a pointer may wrap over lines, comment markers included
