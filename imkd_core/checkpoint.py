@@ -9,6 +9,7 @@ the right network. Files load with `weights_only=True`: no pickled code runs on 
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,13 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: ModelConf
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                     ) -> dict[str, Any]:
-    """The payload `save_checkpoint` wrote; refuses other files and newer format versions."""
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    """The payload `save_checkpoint` wrote; refuses other files and newer format versions
+    with a ValueError naming the file (a missing file stays FileNotFoundError)."""
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as exc:  # junk, truncated, not torch
+        raise ValueError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]})") \
+            from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an imkd_ros checkpoint")
     if payload.get("version", 0) > CHECKPOINT_VERSION:

@@ -221,9 +221,12 @@ class TrainConfig:
     """Defaults for the training commands (the training issue owns their meaning)."""
 
     batch_size: int = 2
-    lr: float = 2e-4
+    lr: float = 2e-4  # peak, reached after the warm-up; then cosine down to lr * min_lr_ratio
     weight_decay: float = 1e-2
-    grad_clip: float = 35.0
+    warmup_steps: int = 200  # linear warm-up from 0 (capped at a tenth of the run)
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 35.0  # max global grad norm (0: no clipping)
+    ema_decay: float = 0.0  # >0: checkpoints hold an exponential moving average of the weights
     teacher_epochs: int = 20
     student_epochs: int = 20
     num_workers: int = 0

@@ -120,11 +120,17 @@ def build_submission(nusc, eval_set: str,
 def evaluate_detections(dataroot: str | Path, version: str, eval_set: str,
                         results: Mapping[str, Boxes | Sequence[dict] | Sequence[Boxes]],
                         out_dir: str | Path, *, nusc=None, meta: Mapping | None = None,
-                        config_name: str = EVAL_CONFIG, verbose: bool = False) -> dict:
+                        config_name: str = EVAL_CONFIG, verbose: bool = False,
+                        subsets: Mapping[str, Sequence[str]] | None = None,
+                        pr_curves: Sequence[str] = ()) -> dict:
     """Run nuscenes-devkit's detection evaluation; return {'mAP', 'NDS', 'mATE', ..., 'per_class'}.
 
     Writes `out_dir/results_<eval_set>.json` (official format) and `out_dir/metrics_summary.json`.
     Pass an already loaded `nusc` (nuscenes.NuScenes) to skip loading the tables again.
+    `subsets`: name -> sample tokens of the split; each is scored alone by the same evaluator
+    (its boxes restricted to those samples) into `result['subsets'][name]`.
+    `pr_curves`: classes whose precision-recall curves (one per distance threshold, the
+    devkit's rendering) go to `out_dir/pr_<class>.png`.
     """
     from nuscenes import NuScenes
     from nuscenes.eval.detection.config import config_factory
@@ -140,9 +146,39 @@ def evaluate_detections(dataroot: str | Path, version: str, eval_set: str,
     evaluator = DetectionEval(nusc, config=config_factory(config_name),
                               result_path=str(result_path), eval_set=eval_set,
                               output_dir=str(out_dir), verbose=verbose)
-    metrics, _ = evaluator.evaluate()
+    metrics, metric_data = evaluator.evaluate()
+    if pr_curves:
+        from nuscenes.eval.detection.render import class_pr_curve
+
+        cfg = evaluator.cfg
+        for name in pr_curves:
+            class_pr_curve(metric_data, metrics, name, cfg.min_precision, cfg.min_recall,
+                           savepath=str(out_dir / f"pr_{name}.png"))
     summary = metrics.serialize()
     (out_dir / "metrics_summary.json").write_text(json.dumps(summary, indent=2))
+    result = {**_metrics_dict(summary, evaluator), "eval_set": eval_set, "summary": summary}
+    if subsets:
+        from nuscenes.eval.common.data_classes import EvalBoxes
+
+        def restrict(boxes: EvalBoxes, tokens: Sequence[str]) -> EvalBoxes:
+            out = EvalBoxes()
+            for token in tokens:
+                out.add_boxes(token, boxes[token])
+            return out
+
+        gt, pred = evaluator.gt_boxes, evaluator.pred_boxes
+        result["subsets"] = {}
+        for name, tokens in subsets.items():
+            evaluator.gt_boxes, evaluator.pred_boxes = restrict(gt, tokens), restrict(pred, tokens)
+            sub, _ = evaluator.evaluate()
+            result["subsets"][name] = {**_metrics_dict(sub.serialize(), evaluator),
+                                       "num_samples": len(tokens)}
+        evaluator.gt_boxes, evaluator.pred_boxes = gt, pred
+    return result
+
+
+def _metrics_dict(summary: dict, evaluator) -> dict:
+    """The devkit's serialised metrics as our flat dict (headline, TP errors, per class)."""
     tp = summary["tp_errors"]
     return {
         "mAP": float(summary["mean_ap"]),
@@ -155,8 +191,6 @@ def evaluate_detections(dataroot: str | Path, version: str, eval_set: str,
                       for name in summary["mean_dist_aps"]},
         "num_gt_boxes": int(sum(len(b) for b in evaluator.gt_boxes.boxes.values())),
         "num_pred_boxes": int(sum(len(b) for b in evaluator.pred_boxes.boxes.values())),
-        "eval_set": eval_set,
-        "summary": summary,
     }
 
 
