@@ -38,6 +38,9 @@ CLASS_COLORS: tuple[tuple[float, float, float], ...] = (
     (0.58, 0.40, 0.74), (0.50, 0.50, 0.50), (0.89, 0.47, 0.76), (0.74, 0.74, 0.13),
     (0.17, 0.63, 0.17), (0.09, 0.75, 0.81),
 )
+# Ground-truth markers (nuscenes2bag's /gt/markers) in one colour, so RViz tells them apart from
+# the class-coloured detections.
+GT_COLOR: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 CAMERA_NAMES: tuple[str, ...] = (
     "CAM_FRONT",

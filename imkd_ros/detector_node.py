@@ -53,6 +53,7 @@ from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
+from imkd_core.interrupts import interrupt_once
 from imkd_core.pipeline import DetectorPipeline
 from imkd_core.sample import LIDAR_NAME
 from imkd_core.wire.cdr import detections_cdr, markers_cdr
@@ -269,25 +270,36 @@ class DetectorNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C / SIGTERM; 0 then, 2 for a parameter it cannot start with.
+
+    Ctrl-C is always a clean exit 0, also when it arrives twice (`ros2 launch` forwards the
+    terminal's SIGINT that the node already got from the process group): only the first
+    interrupt raises, later ones are ignored (`interrupt_once`)."""
     # The worker waits for the GIL whenever the executor thread runs Python (callbacks arrive
     # all the time); CPython's default 5 ms hand-over interval showed up as frame latency.
     sys.setswitchinterval(0.001)
-    rclpy.init(args=args)
-    node = None
+    interrupt_once()
     code = 0
     try:
-        node = DetectorNode()
-        rclpy.spin(node)
-    except (ParameterError, ParameterException) as exc:  # a wrong type names it too
-        rclpy.logging.get_logger(parameters.NODE_NAME).fatal(f"cannot start: {exc}")
-        code = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
+        rclpy.init(args=args)
+        node = None
+        try:
+            node = DetectorNode()
+            rclpy.spin(node)
+        except (ParameterError, ParameterException) as exc:  # a wrong type names it too
+            rclpy.logging.get_logger(parameters.NODE_NAME).fatal(f"cannot start: {exc}")
+            code = 2
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            if node is not None:
+                node.stop()
+                node.destroy_node()
+            # keep interrupt_once's handlers: uninstalling rclpy's would put back the ones
+            # from before rclpy.init
+            rclpy.try_shutdown(uninstall_handlers=False)
+    except KeyboardInterrupt:  # the first interrupt came during start-up or the clean-up
         pass
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        rclpy.try_shutdown()
     return code
 
 

@@ -39,7 +39,7 @@ from imkd_core.data.nuscenes import (
 from imkd_core.data.options import ReaderOptions
 from imkd_core.data.radar_pcd import RadarPcdError, read_radar_pcd
 from imkd_core.interrupts import sigterm_as_keyboard_interrupt
-from imkd_core.sample import LIDAR_NAME, NUSCENES_RADAR_FIELDS
+from imkd_core.sample import GT_COLOR, LIDAR_NAME, NUSCENES_RADAR_FIELDS
 from imkd_core.wire.cdr import detections_cdr
 from imkd_core.wire.keyframe import KeyframeRecord
 from imkd_core.wire.messages import (
@@ -308,7 +308,7 @@ def _convert_scene(reader: NuScenesReader, bag: BagWriter, scene: dict, tokens: 
         add(key_stamp, 3, lambda g=sample.gt, t=key_stamp: (
             bag.write_raw(GT_DETECTIONS_TOPIC, DETECTIONS_TYPE, t + offset,
                           detections_cdr(g, t)),
-            bag.write(GT_MARKERS_TOPIC, t + offset, markers_msg(g, t))))
+            bag.write(GT_MARKERS_TOPIC, t + offset, markers_msg(g, t, color=GT_COLOR))))
         data = {ch: nusc.get("sample_data", sd_token) for ch, sd_token in record["data"].items()}
         last = max([us_to_ns(sd["timestamp"]) for sd in data.values()] + [key_stamp])
         add(last + 1, 4, lambda s=sample, d=data, t=last + 1: _write_keyframe(

@@ -1,7 +1,8 @@
 """`imkd-replay`: play a rosbag2 onto live ROS 2 topics, for machines without `ros2 bag play`.
 
     imkd-replay BAG [--rate R] [--start-offset S] [--loop] [--clock [--clock-hz HZ]]
-                    [--topics T [T ...]] [--delay D] [--wait-for-subscribers] [--quiet]
+                    [--topics T [T ...]] [--delay D] [--wait-for-subscribers]
+                    [--wait-for T [T ...] [--wait-timeout S]] [--quiet] [--ros-args ...]
 
 Reads the bag with `rosbags` (MCAP or sqlite3, any bag version it reads) and publishes each
 message's recorded CDR bytes as they are (rclpy publishers take serialized `bytes`), so no
@@ -14,7 +15,18 @@ latched topics before the start are published first, so late joiners still get t
 calibration. `--clock` publishes `rosgraph_msgs/Clock` on `/clock` with the bag time (before
 each message and at `--clock-hz` while waiting), for nodes with `use_sim_time:=true`.
 
-Ctrl-C (or SIGTERM) stops playback cleanly: no traceback, publishers destroyed, exit status 0.
+A bag is short and a node slow to start (the detector loads its model first), so playback can
+wait for its audience: `--wait-for T ...` starts once each named topic has a matched
+subscriber, plus `DISCOVERY_SETTLE` (the launch file names exactly the detector's remapped
+inputs, not every bag topic: nothing subscribes to `/LIDAR_TOP` or `/gt/*`), and fails after
+`--wait-timeout` seconds naming the topics nobody subscribed to; `--wait-for-subscribers`
+waits for every non-latched topic.
+
+It runs as a ROS node (`ros2 run`, launch_ros's `Node`): ROS arguments after `--ros-args`
+(`-r __node:=...`, `-p use_sim_time:=...`) go to rclpy, the rest to the argument parser.
+
+Ctrl-C (or SIGTERM) stops playback cleanly: no traceback, publishers destroyed, exit status 0,
+also when the signal comes twice (a terminal's Ctrl-C under `ros2 launch`).
 """
 
 from __future__ import annotations
@@ -32,10 +44,14 @@ from rosbags.interfaces import QosDurability, QosHistory, QosReliability
 
 from imkd_core.data.bag_reader import open_reader
 from imkd_core.data.bag_writer import BagError
-from imkd_core.interrupts import sigterm_as_keyboard_interrupt
+from imkd_core.interrupts import interrupt_once
 from imkd_core.wire.names import QOS_DATA, QOS_LATCHED, TF_STATIC_TOPIC
 
 CLOCK_TOPIC = "/clock"
+LATCHED_ACK_WAIT = 1.0  # s: the longest playback waits for a latched message's acknowledgements
+# s: after the publishers saw their subscribers, for the subscribers' side of the match (DDS
+# discovers per side): until then what they are sent can be lost.
+DISCOVERY_SETTLE = 0.5
 
 
 class ReplayError(RuntimeError):
@@ -132,12 +148,17 @@ class _Progress:
 
 def play(bag: str | Path, rate: float = 1.0, start_offset: float = 0.0, loop: bool = False,
          clock: bool = False, clock_hz: float = 40.0, topics: Sequence[str] | None = None,
-         delay: float = 0.0, wait_for_subscribers: bool = False, progress: bool = True,
-         node=None, max_loops: int | None = None) -> ReplayStats:
+         delay: float = 0.0, wait_for_subscribers: bool = False,
+         wait_for: Sequence[str] = (), wait_timeout: float = math.inf, progress: bool = True,
+         node=None, max_loops: int | None = None,
+         ros_args: Sequence[str] | None = None) -> ReplayStats:
     """Play `bag` through rclpy (see the module doc); returns what was played.
 
+    `wait_for`: start once each of these played topics has a subscriber (`wait_for_subscribers`:
+    every non-latched one); ReplayError after `wait_timeout` seconds.
     `node`: an rclpy node to publish from; by default a node `imkd_replay` is created (and
-    rclpy initialised, unless it already is) and torn down at the end.
+    rclpy initialised with `ros_args`, a command line with `--ros-args ...`, unless it already
+    is) and torn down at the end.
     `max_loops` bounds `loop` (tests, benchmarks). Ctrl-C ends playback and returns normally.
     """
     if not rate > 0:
@@ -153,7 +174,8 @@ def play(bag: str | Path, rate: float = 1.0, start_offset: float = 0.0, loop: bo
         from rclpy.signals import SignalHandlerOptions
 
         # no rclpy signal handlers: Ctrl-C is a KeyboardInterrupt that ends playback cleanly
-        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+        rclpy.init(args=list(ros_args) if ros_args is not None else None,
+                   signal_handler_options=SignalHandlerOptions.NO)
     if own:
         node = rclpy.create_node("imkd_replay")
     stats = ReplayStats()
@@ -199,8 +221,10 @@ def play(bag: str | Path, rate: float = 1.0, start_offset: float = 0.0, loop: bo
                 clock_pub = node.create_publisher(
                     Clock, CLOCK_TOPIC, QoSProfile(depth=1,
                                                    reliability=ReliabilityPolicy.RELIABLE))
-            if wait_for_subscribers:
-                _wait_for_subscribers(publishers, latched)
+            waited = [t for t in publishers if t not in latched] if wait_for_subscribers else []
+            waited += [t for t in wait_for if t not in waited]
+            if waited:
+                _wait_for_subscribers(node, publishers, waited, wait_timeout)
             if delay > 0:
                 time.sleep(delay)
 
@@ -216,8 +240,8 @@ def play(bag: str | Path, rate: float = 1.0, start_offset: float = 0.0, loop: bo
                 _publish_latched_history(reader, play_conns, latched, publishers, begin, stats)
             while True:
                 stats.loops += 1
-                played_s = _play_once(reader, play_conns, publishers, clock_pub, begin, rate,
-                                      clock_hz, stats, bar)
+                played_s = _play_once(reader, play_conns, publishers, latched, clock_pub, begin,
+                                      rate, clock_hz, stats, bar)
                 stats.bag_seconds += played_s
                 if not loop or (max_loops is not None and stats.loops >= max_loops):
                     break
@@ -238,14 +262,30 @@ def play(bag: str | Path, rate: float = 1.0, start_offset: float = 0.0, loop: bo
     return stats
 
 
-def _wait_for_subscribers(publishers: dict, latched: set[str]) -> None:
-    """Block until every played topic (latched ones excepted: they reach late joiners anyway)
-    has at least one matched subscriber."""
-    pending = {t for t in publishers if t not in latched}
+def _wait_for_subscribers(node, publishers: dict, topics: Sequence[str],
+                          timeout: float) -> None:
+    """Block until each of `topics` (played ones) has at least one matched subscriber, then
+    `DISCOVERY_SETTLE` seconds more."""
+    unplayed = [t for t in topics if t not in publishers]
+    if unplayed:
+        raise ReplayError(f"cannot wait for subscribers on {unplayed}: not played (not in the "
+                          f"bag, left out by --topics, or of an unavailable type); played: "
+                          f"{sorted(publishers)}")
+    logger = node.get_logger()
+    logger.info(f"waiting for subscribers on {len(topics)} topics")
+    start = time.monotonic()
+    pending = list(topics)
     while pending:
-        pending = {t for t in pending if publishers[t].get_subscription_count() == 0}
+        pending = [t for t in pending if publishers[t].get_subscription_count() == 0]
+        waited = time.monotonic() - start
+        if pending and waited > timeout:
+            raise ReplayError(f"no subscriber after {timeout:g} s (--wait-timeout) on "
+                              f"{', '.join(pending)}: is the node up, and subscribed under "
+                              f"these names (remappings)?")
         if pending:
             time.sleep(0.02)
+    logger.info(f"all {len(topics)} topics subscribed after {time.monotonic() - start:.1f} s")
+    time.sleep(DISCOVERY_SETTLE)
 
 
 def _publish_latched_history(reader, conns, latched, publishers, begin, stats) -> None:
@@ -261,9 +301,13 @@ def _publish_latched_history(reader, conns, latched, publishers, begin, stats) -
             stats.messages += 1
 
 
-def _play_once(reader, conns, publishers, clock_pub, begin: int, rate: float, clock_hz: float,
-               stats: ReplayStats, bar: _Progress) -> float:
-    """One pass from `begin`; returns the bag seconds covered."""
+def _play_once(reader, conns, publishers, latched: set[str], clock_pub, begin: int,
+               rate: float, clock_hz: float, stats: ReplayStats, bar: _Progress) -> float:
+    """One pass from `begin`; returns the bag seconds covered. A latched message (`/tf_static`)
+    is what the messages after it need, and DDS keeps no order across topics: playback goes
+    on once the subscribers have acknowledged it (at most `LATCHED_ACK_WAIT`)."""
+    from rclpy.duration import Duration
+
     clock_msg = None
     if clock_pub is not None:
         from rosgraph_msgs.msg import Clock
@@ -296,6 +340,8 @@ def _play_once(reader, conns, publishers, clock_pub, begin: int, rate: float, cl
             publish_clock(log_ns)
         data = raw if isinstance(raw, bytes) else bytes(raw)
         publishers[conn.topic].publish(data)
+        if conn.topic in latched:
+            publishers[conn.topic].wait_for_all_acked(Duration(seconds=LATCHED_ACK_WAIT))
         stats.messages += 1
         stats.bytes += len(data)
         stats.per_topic[conn.topic] = stats.per_topic.get(conn.topic, 0) + 1
@@ -326,19 +372,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="wait D seconds after creating the publishers (discovery)")
     parser.add_argument("--wait-for-subscribers", action="store_true",
                         help="start only once every non-latched topic has a subscriber")
+    parser.add_argument("--wait-for", nargs="+", default=[], metavar="TOPIC",
+                        help="start only once each of these topics has a subscriber (e.g. "
+                             "the inputs of the node the bag is for)")
+    parser.add_argument("--wait-timeout", type=float, default=60.0, metavar="S",
+                        help="give up waiting for subscribers after S seconds (default 60)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """`argv`: the arguments without the program name (default: sys.argv[1:])."""
+    from rclpy.utilities import remove_ros_args
+
+    command_line = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+    args = build_parser().parse_args(remove_ros_args(command_line)[1:])
+    interrupt_once()  # Ctrl-C or SIGTERM: the first ends playback, later ones are ignored
     try:
-        with sigterm_as_keyboard_interrupt():
-            stats = play(args.bag, rate=args.rate, start_offset=args.start_offset,
-                         loop=args.loop, clock=args.clock, clock_hz=args.clock_hz,
-                         topics=args.topics, delay=args.delay,
-                         wait_for_subscribers=args.wait_for_subscribers,
-                         progress=not args.quiet)
+        stats = play(args.bag, rate=args.rate, start_offset=args.start_offset, loop=args.loop,
+                     clock=args.clock, clock_hz=args.clock_hz, topics=args.topics,
+                     delay=args.delay, wait_for_subscribers=args.wait_for_subscribers,
+                     wait_for=args.wait_for, wait_timeout=args.wait_timeout,
+                     progress=not args.quiet, ros_args=command_line)
     except KeyboardInterrupt:  # before playback started (e.g. while opening)
         print("imkd-replay: interrupted", file=sys.stderr)
         return 0

@@ -3,19 +3,33 @@
     ros2 launch imkd_ros detector.launch.py checkpoint:=/path/student.pt
     ros2 launch imkd_ros detector.launch.py checkpoint:=student.pt bag:=/data/scene.bag rviz:=true
 
-Arguments: checkpoint (required), device (auto|cpu|cuda), params_file (default: the installed
-config/detector.yaml), compressed (subscribe /CAM_X/image_raw/compressed), trigger
-(cameras|keyframes), bag (replay it with `imkd-replay --clock`; use_sim_time and
-reliable_inputs follow), rate, rviz (start RViz with config/imkd.rviz), reliable_inputs.
+Arguments: `ARGUMENTS` below (`--show-args` lists them; the README's table is tested against
+them). With bag:=..., `imkd-replay --clock` plays it, use_sim_time and reliable_inputs follow
+and queue_size is at least `BAG_QUEUE_SIZE`. The replay waits (`--wait-for`) until the detector
+has subscribed to every input it will read, under exactly these remappings: the detector needs
+seconds to load its model, and a short bag played at once would lose its first keyframes. Only
+the detector's inputs, not every bag topic: nothing subscribes to /LIDAR_TOP or /gt/*. Its
+subscriptions are created after the model loaded, so they are its ready signal.
 """
 
+from pathlib import Path
+
+import yaml
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from imkd_core.sample import CAMERA_NAMES, RADAR_NAMES
-from imkd_core.wire.names import KEYFRAMES_TOPIC, camera_info_topic, image_topic, pointcloud_topic
+from imkd_core.wire.names import (
+    KEYFRAMES_TOPIC,
+    TF_STATIC_TOPIC,
+    TF_TOPIC,
+    camera_info_topic,
+    image_topic,
+    pointcloud_topic,
+)
+from imkd_ros.parameters import NODE_NAME
 from launch import LaunchDescription
 
 ARGUMENTS = {
@@ -24,11 +38,17 @@ ARGUMENTS = {
     "params_file": ("", "Node parameter YAML; empty: the installed config/detector.yaml"),
     "compressed": ("false", "true: subscribe /CAM_X/image_raw/compressed"),
     "trigger": ("cameras", "cameras (live) | keyframes (the bag's /imkd/keyframes records)"),
-    "bag": ("", "A nuscenes2bag bag to replay with imkd-replay (publishes /clock)"),
+    "bag": ("", "A nuscenes2bag bag to replay with imkd-replay (publishes /clock), from the "
+                "moment the detector has subscribed to its inputs"),
     "rate": ("1.0", "Replay rate"),
     "rviz": ("false", "true: start RViz with config/imkd.rviz"),
     "reliable_inputs": ("false", "true: reliable sensor subscriptions (always with bag:=...)"),
 }
+
+
+# With bag:=..., the detector queues at least this many frame sets for its model instead of
+# dropping the oldest (the first inference is slow; live, a stale frame is worth nothing).
+BAG_QUEUE_SIZE = 10
 
 
 def remappings(compressed: bool) -> list[tuple[str, str]]:
@@ -42,24 +62,50 @@ def remappings(compressed: bool) -> list[tuple[str, str]]:
     return pairs
 
 
+def file_parameters(path: str) -> dict:
+    """The detector's values in a `--params-file` YAML: `/**`, then its own node name."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    values: dict = {}
+    for key in ("/**", NODE_NAME, f"/{NODE_NAME}"):
+        values.update((data.get(key) or {}).get("ros__parameters") or {})
+    return values
+
+
+def detector_inputs(params: dict, compressed: bool) -> list[str]:
+    """The topics the detector subscribes to with these parameters, under `remappings`."""
+    remap = dict(remappings(compressed))
+    private = [f"~/input/{cam}/{kind}" for cam in params.get("cameras", CAMERA_NAMES)
+               for kind in ("camera_info", "image")]
+    private += [f"~/input/{radar}/points" for radar in params.get("radars", RADAR_NAMES)]
+    if params.get("trigger") == "keyframes":
+        private.append("~/input/keyframes")
+    resolved = [remap.get(name, f"/{NODE_NAME}/{name[2:]}") for name in private]
+    return [TF_TOPIC, TF_STATIC_TOPIC, *resolved]
+
+
 def _setup(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     share = FindPackageShare("imkd_ros").perform(context)
     replay = bool(arg["bag"])
-    actions = [Node(
-        package="imkd_ros", executable="detector", name="imkd_detector", output="screen",
-        parameters=[arg["params_file"] or f"{share}/config/detector.yaml",
-                    {"checkpoint": arg["checkpoint"], "device": arg["device"],
-                     "compressed_images": arg["compressed"] == "true",
-                     "trigger": arg["trigger"], "use_sim_time": replay,
-                     # the player's publishers are reliable; best-effort readers lose large
-                     # raw images on Fast DDS (benchmarks/bench_node.py)
-                     "reliable_inputs": replay or arg["reliable_inputs"] == "true"}],
-        remappings=remappings(arg["compressed"] == "true"))]
+    params_file = arg["params_file"] or f"{share}/config/detector.yaml"
+    file_values = file_parameters(params_file)
+    compressed = arg["compressed"] == "true"
+    overrides = {"checkpoint": arg["checkpoint"], "device": arg["device"],
+                 "compressed_images": compressed, "trigger": arg["trigger"],
+                 "use_sim_time": replay,
+                 # the player's publishers are reliable; best-effort readers lose large raw
+                 # images on Fast DDS (benchmarks/bench_node.py)
+                 "reliable_inputs": replay or arg["reliable_inputs"] == "true"}
+    if replay:  # a bag is evaluated, not watched live: keep every keyframe the model lags on
+        overrides["queue_size"] = max(int(file_values.get("queue_size", 1)), BAG_QUEUE_SIZE)
+    actions = [Node(package="imkd_ros", executable="detector", name=NODE_NAME, output="screen",
+                    parameters=[params_file, overrides], remappings=remappings(compressed))]
     if replay:
+        inputs = detector_inputs({**file_values, "trigger": arg["trigger"]}, compressed)
         actions.append(Node(package="imkd_ros", executable="imkd-replay", name="imkd_replay",
                             output="screen",
-                            arguments=[arg["bag"], "--rate", arg["rate"], "--clock"]))
+                            arguments=[arg["bag"], "--rate", arg["rate"], "--clock",
+                                       "--wait-for", *inputs]))
     if arg["rviz"] == "true":
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2",
                             arguments=["-d", f"{share}/config/imkd.rviz"],

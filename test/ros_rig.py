@@ -39,6 +39,13 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
 
+def ament_prefix_path() -> str:
+    """AMENT_PREFIX_PATH with this venv on it, as `source .venv/bin/activate` sets it (`make
+    test` runs .venv/bin/python without activating): where launch and `ros2` find imkd_ros."""
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    return os.pathsep.join(prefixes if sys.prefix in prefixes else [*prefixes, sys.prefix])
+
+
 def write_random_checkpoint(path: Path, max_detections: int = 40) -> Path:
     """A freshly initialised tiny student (deterministic), scoring every cell: near-random
     but reproducible detections, enough to prove the plumbing."""
@@ -56,6 +63,18 @@ def ros_value(value) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(str(v) for v in value) + "]"
     return str(value)
+
+
+def interrupt_until_exit(proc: subprocess.Popen, period: float = 0.01,
+                         timeout: float = 30.0) -> int:
+    """SIGINT to `proc` every `period` s until it exits, as a terminal's Ctrl-C under
+    `ros2 launch` arrives twice (process group, then forwarded): later signals land in the
+    clean-up the first one started. Returns the exit status."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(period)
+    return proc.wait(timeout=5)
 
 
 class DetectorProcess:

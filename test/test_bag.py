@@ -25,7 +25,7 @@ from imkd_core.data.bag_reader import read_bag_samples, read_keyframe_records
 from imkd_core.data.bag_writer import BagError
 from imkd_core.data.nuscenes import NuScenesReader, read_image
 from imkd_core.data.options import ReaderOptions
-from imkd_core.sample import CAMERA_NAMES, CLASSES, LIDAR_NAME, RADAR_NAMES
+from imkd_core.sample import CAMERA_NAMES, CLASSES, GT_COLOR, LIDAR_NAME, RADAR_NAMES
 from imkd_core.wire.fields import stamp_ns
 from imkd_core.wire.typestore import typestore
 from imkd_ros.nuscenes2bag import Nuscenes2BagError, convert
@@ -303,6 +303,7 @@ def test_ground_truth_detections_and_markers(mini_bag, mini_reader):
         assert all(len(m.points) == 24 and m.header.frame_id == "base_link" for m in boxes)
         assert [m.text for m in labels] == gt.class_names
         assert [m.ns for m in boxes] == gt.class_names
+        assert {(m.color.r, m.color.g, m.color.b) for m in rest} <= {GT_COLOR}  # not per class
         ids = [(m.ns, m.id) for m in rest]
         assert len(ids) == len(set(ids))
 

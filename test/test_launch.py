@@ -1,13 +1,16 @@
-"""The launch file and what it needs. `launch`/`launch_ros` are not installable here, so most
-checks work without them: the package installs into a colcon-like tree (lib/imkd_ros/<exe>,
-share/imkd_ros/...) holding every executable and file the launch file names, its remappings
-cover the node's inputs with the nuscenes2bag topic names, and the parameter file loads through
-rclpy's `--params-file` into a running node. Where `launch_testing` is importable (a sourced
-ROS 2 distro), the last test really launches it."""
+"""The launch file and what it needs. Most checks work without `launch`/`launch_ros` (a clone
+without ../shared/wheels/ros2cli has neither): the package installs into a colcon-like tree
+(lib/imkd_ros/<exe>, share/imkd_ros/...) holding every executable and file the launch file
+names, its remappings cover the node's inputs with the nuscenes2bag topic names, and the
+parameter file loads through rclpy's `--params-file` into a running node. Where launch_ros is
+importable (after `make setup` here, or a sourced distro), the last test really launches it
+through `LaunchService`; test_ros2_launch.py runs `ros2 launch` with a bag."""
 
 from __future__ import annotations
 
 import ast
+import re
+import runpy
 import subprocess
 import sys
 import threading
@@ -20,7 +23,7 @@ import rclpy
 import yaml
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from ros_rig import write_random_checkpoint
+from ros_rig import ament_prefix_path, write_random_checkpoint
 from vision_msgs.msg import LabelInfo
 
 from imkd_core.wire.names import KEYFRAMES_TOPIC, camera_info_topic, image_topic, pointcloud_topic
@@ -104,6 +107,53 @@ def test_remappings_cover_every_node_input_with_bag_topics():
         assert remaps["~/input/keyframes"] == KEYFRAMES_TOPIC
 
 
+def launch_arguments() -> dict[str, tuple[str | None, str]]:
+    """The launch file's ARGUMENTS literal: name -> (default or None if required, description)."""
+    assign = next(n for n in launch_ast().body if isinstance(n, ast.Assign)
+                  and getattr(n.targets[0], "id", "") == "ARGUMENTS")
+    return ast.literal_eval(assign.value)
+
+
+def arguments_table(arguments: dict[str, tuple[str | None, str]]) -> str:
+    rows = ["| argument | default | description |", "| --- | --- | --- |"]
+    for name, (default, description) in arguments.items():
+        shown = "required" if default is None else f"`{default}`" if default else "empty"
+        rows.append(f"| `{name}` | {shown} | {description.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows) + "\n"
+
+
+def test_readme_launch_arguments_table_is_the_declared_arguments():
+    """generate_launch_description declares exactly ARGUMENTS (test_ros2_cli.py checks that
+    through `ros2 launch --show-args`); the README's table is made from them."""
+    text = (LAUNCH_FILE.parents[1] / "README.md").read_text()
+    block = re.search(r"<!-- launch arguments:[^\n]*-->\n(.*?)<!-- /launch arguments -->", text,
+                      re.S)
+    expected = arguments_table(launch_arguments())
+    assert block and block.group(1) == expected, f"the README block must read:\n{expected}"
+
+
+def test_replay_waits_for_exactly_the_detector_inputs(tmp_path):
+    """bag:=... starts imkd-replay with `--wait-for` the topics the detector subscribes to
+    under the launch file's remappings: its sensors from the parameter file, the keyframes
+    only with trigger:=keyframes, never topics nothing reads (/LIDAR_TOP, /gt/*)."""
+    pytest.importorskip("launch_ros", reason="the launch file imports launch_ros")
+    from launch.launch_description_sources import get_launch_description_from_python_launch_file
+
+    get_launch_description_from_python_launch_file(str(LAUNCH_FILE))  # it loads
+    namespace = runpy.run_path(str(LAUNCH_FILE))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "cameras": ["CAM_FRONT"], "radars": ["RADAR_FRONT"]}}}))
+    values = namespace["file_parameters"](str(params))
+    assert namespace["detector_inputs"]({**values, "trigger": "keyframes"}, False) == [
+        "/tf", "/tf_static", "/CAM_FRONT/camera_info", "/CAM_FRONT/image_raw", "/RADAR_FRONT",
+        KEYFRAMES_TOPIC]
+    defaults = namespace["file_parameters"](str(LAUNCH_FILE.parents[1] / "config/detector.yaml"))
+    inputs = namespace["detector_inputs"]({**defaults, "trigger": "cameras"}, True)
+    assert len(inputs) == 2 + 2 * 6 + 5 and image_topic("CAM_BACK", True) in inputs
+    assert KEYFRAMES_TOPIC not in inputs and "/LIDAR_TOP" not in inputs
+
+
 @pytest.mark.ros
 def test_parameter_file_loads_into_the_node(install_tree, tmp_path):
     params_file = install_tree / "share/imkd_ros/config/detector.yaml"
@@ -130,41 +180,58 @@ def test_parameter_file_loads_into_the_node(install_tree, tmp_path):
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_launch_with_launch_testing(tmp_path):
-    launch_testing = pytest.importorskip(
-        "launch_testing", reason="launch_testing is not importable here (no ROS 2 distro "
-                                 "sourced); this test runs where it is")
-    import launch_ros  # noqa: F401 - the launch file needs it
+def test_launch_with_launch_testing(tmp_path, monkeypatch):
+    """LaunchService.run() works only in the main thread (it installs signal handlers): it runs
+    there, and a thread does the DDS checks: the launched detector publishes its latched label
+    info, then `LaunchService.shutdown()` (SIGINT to the node) ends it with exit code 0."""
+    pytest.importorskip("launch_ros", reason="launch_ros is not importable here: `make setup` "
+                                             "installs it from ../shared/wheels/ros2cli")
+    from launch.actions import IncludeLaunchDescription, RegisterEventHandler
+    from launch.event_handlers import OnProcessExit
     from launch.launch_description_sources import PythonLaunchDescriptionSource
 
     import launch
 
-    assert launch_testing is not None
+    monkeypatch.setenv("AMENT_PREFIX_PATH", ament_prefix_path())  # FindPackageShare reads it
     checkpoint = write_random_checkpoint(tmp_path / "model.pt")
+    exits: dict[str, int] = {}
     service = launch.LaunchService()
     service.include_launch_description(launch.LaunchDescription([
-        launch.actions.IncludeLaunchDescription(
+        RegisterEventHandler(OnProcessExit(on_exit=lambda event, _context: exits.update(
+            {event.action.name: event.returncode}))),
+        IncludeLaunchDescription(
             PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
             launch_arguments={"checkpoint": str(checkpoint), "device": "cpu"}.items())]))
-    runner = threading.Thread(target=service.run, daemon=True)
-    runner.start()
-    context = rclpy.Context()
-    rclpy.init(context=context)
     received: list[LabelInfo] = []
+    launch_ended = threading.Event()
+
+    def listen() -> None:
+        context = rclpy.Context()
+        rclpy.init(context=context)
+        try:
+            node = rclpy.create_node("launch_test_listener", context=context)
+            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            node.create_subscription(LabelInfo, "/imkd_detector/output/label_info",
+                                     received.append, latched)
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
+            deadline = time.monotonic() + 60
+            while not received and not launch_ended.is_set() and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.1)
+            node.destroy_node()
+        finally:
+            rclpy.try_shutdown(context=context)
+            service.shutdown()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
     try:
-        node = rclpy.create_node("launch_test_listener", context=context)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        node.create_subscription(LabelInfo, "/imkd_detector/output/label_info",
-                                 received.append, latched)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        deadline = time.monotonic() + 60
-        while not received and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
-        assert received, "the launched detector never published its label info"
-        assert len(received[0].class_map) == 10
+        code = service.run()
     finally:
-        service.shutdown()
-        runner.join(timeout=30)
-        rclpy.try_shutdown(context=context)
+        launch_ended.set()
+        listener.join(timeout=30)
+    assert received, "the launched detector never published its label info"
+    assert len(received[0].class_map) == 10
+    assert code == 0
+    assert list(exits.values()) == [0], exits  # the detector, Ctrl-C'd by launch: clean

@@ -1,7 +1,9 @@
 """imkd-replay over real DDS: a subscriber in another process receives every message of a bag,
 per topic in recorded order, byte-identical up to DDS's zero padding to 4 bytes (hence with
-the recorded stamps), plus the latched /tf_static when it subscribes late, and /clock; Ctrl-C
-ends playback cleanly."""
+the recorded stamps), plus the latched /tf_static when it subscribes late, and /clock; with
+`--wait-for` nothing is played before the named topics have subscribers, and it gives up with
+a message naming them; ROS arguments (as launch_ros's `Node` passes them) reach rclpy; Ctrl-C
+ends playback cleanly, also when it comes again during the clean-up."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+import rclpy
 from nuscenes_minimal import write_minimal_nuscenes
+from ros_rig import interrupt_until_exit
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -186,6 +190,72 @@ def test_ctrl_c_stops_playback_cleanly(one_scene_bag):
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "stopped by Ctrl-C" in err
+
+
+@pytest.mark.ros
+def test_repeated_sigint_is_a_clean_exit(one_scene_bag):
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "imkd-replay"), str(one_scene_bag), "--loop", "--rate", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr.readline().startswith("imkd-replay: ")
+    assert interrupt_until_exit(proc, period=0.0) == 0
+    err = proc.stderr.read()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+@pytest.mark.ros
+def test_ros_arguments_reach_rclpy_and_wait_for_times_out_naming_topics(one_scene_bag):
+    """launch_ros's `Node` appends `--ros-args -r __node:=NAME`; `--wait-for` on a topic
+    nobody subscribes to gives up after --wait-timeout with exit status 1, naming it."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("replay_graph_watcher", context=context)
+    name = f"renamed_replay_{os.getpid()}"
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "imkd-replay"), str(one_scene_bag), "--quiet", "--wait-for",
+         "/RADAR_FRONT", "/LIDAR_TOP", "--wait-timeout", "3", "--ros-args", "-r",
+         f"__node:={name}", "-p", "use_sim_time:=true"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = False
+        deadline = time.monotonic() + 20
+        while not seen and proc.poll() is None and time.monotonic() < deadline:
+            seen = name in node.get_node_names()
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    assert seen, f"no node {name} in the graph: {err}"
+    assert proc.returncode == 1, err
+    assert "unrecognized arguments" not in err and "Traceback" not in err, err
+    assert ("imkd-replay: error: no subscriber after 3 s (--wait-timeout) on /RADAR_FRONT, "
+            "/LIDAR_TOP") in err, err
+
+
+@pytest.mark.ros
+def test_wait_for_plays_nothing_before_the_subscriber_exists(one_scene_bag):
+    hashes, types, _, _ = _bag_contents(one_scene_bag)
+    replay = subprocess.Popen(
+        [str(VENV_BIN / "imkd-replay"), str(one_scene_bag), "--rate", "inf", "--quiet",
+         "--wait-for", "/RADAR_FRONT", "/tf_static"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.0)  # the replay is up and waiting: nothing may be lost meanwhile
+        assert replay.poll() is None, replay.communicate()
+        spec = {"expected": {"/RADAR_FRONT": len(hashes["/RADAR_FRONT"])}, "types": types,
+                "late_after": 0, "timeout": 60}
+        sub = subprocess.run([sys.executable, "-c", SUBSCRIBER, json.dumps(spec)],
+                             capture_output=True, text=True, timeout=90)
+        _, err = replay.communicate(timeout=60)
+    finally:
+        if replay.poll() is None:
+            replay.kill()
+    assert replay.returncode == 0, err
+    assert sub.returncode == 0, sub.stderr
+    got = json.loads(sub.stdout.strip().splitlines()[-1])["got"]
+    assert [h for h, _ in got["/RADAR_FRONT"]] == hashes["/RADAR_FRONT"]
+    assert [h for h, _ in got["/tf_static"]] == hashes["/tf_static"]
 
 
 @pytest.mark.ros

@@ -142,18 +142,19 @@ def _marker(header, ns: str, marker_id: int, marker_type: int, action: int = 0, 
 
 
 def markers_msg(boxes: Boxes, stamp: int, frame_id: str = BASE_FRAME,
-                lifetime_ns: int = 1_000_000_000, min_speed: float = 0.2):
+                lifetime_ns: int = 1_000_000_000, min_speed: float = 0.2,
+                color: tuple[float, float, float] | None = None):
     """Boxes -> visualization_msgs/MarkerArray: a DELETEALL, then per box a LINE_LIST box, a
     TEXT_VIEW_FACING label above it (the class name, and the score when the boxes have scores)
     and, when faster than `min_speed` m/s, an ARROW showing one second of motion. `ns` is the
-    class name; ids per box are 3i, 3i+1, 3i+2. Ground truth and the node's detections look
-    the same in RViz."""
+    class name; ids per box are 3i, 3i+1, 3i+2. Colour: the class's (`CLASS_COLORS`), or
+    `color` for every box (ground truth: `GT_COLOR`, to tell it from detections in RViz)."""
     header = header_msg(stamp, frame_id)
     markers = [_marker(header, "", 0, MARKER_ARROW, action=MARKER_DELETEALL)]
     corners = box_corners(boxes.params) if len(boxes) else np.zeros((0, 8, 3))
     for i, (params, label) in enumerate(zip(boxes.params, boxes.labels)):
         name = CLASSES[int(label)]
-        rgba = (*CLASS_COLORS[int(label)], 1.0)
+        rgba = (*(CLASS_COLORS[int(label)] if color is None else color), 1.0)
         edges = corners[i][BOX_EDGES]
         markers.append(_marker(header, name, 3 * i, MARKER_LINE_LIST, scale=(0.05, 0, 0),
                                color=rgba, lifetime_ns=lifetime_ns, points=edges))
