@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from imkd_core.atomic import write_atomic
 from imkd_core.config import ModelConfig
 from imkd_core.device import unwrap_model
 
@@ -39,13 +40,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: ModelConf
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"

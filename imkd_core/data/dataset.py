@@ -31,8 +31,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -43,6 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from imkd_core.atomic import write_atomic, write_text_atomic
 from imkd_core.data.nuscenes import (
     NUSCENES_TABLES,
     NuScenesDataError,
@@ -149,24 +148,14 @@ class SampleCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         info = self.dir / "key.json"  # what the key stands for, for a person browsing the cache
         if not info.exists():
-            self._write_atomic(info, lambda f: f.write(json.dumps(
+            write_text_atomic(info, json.dumps(
                 {"data": dataroot_identity(dataroot, version), "options": repr(options),
-                 "format": CACHE_FORMAT}, indent=2).encode()))
+                 "format": CACHE_FORMAT}, indent=2))
         self.hits = 0
         self.misses = 0
 
     def path(self, token: str) -> Path:
         return self.dir / f"{token}.npz"
-
-    def _write_atomic(self, path: Path, write: Callable[[Any], Any]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     def get(self, token: str, build: Callable[[], Sample]) -> Sample:
         """The cached Sample of `token`, or `build()` written to the cache and returned."""
@@ -182,7 +171,13 @@ class SampleCache:
                               stacklevel=2)
         self.misses += 1
         sample = build()
-        self._write_atomic(path, lambda f: np.savez(f, **sample_to_arrays(sample)))
+        arrays = sample_to_arrays(sample)
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+                np.savez(f, **arrays)
+
+        write_atomic(path, save)
         return sample
 
 

@@ -50,6 +50,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from imkd_core.atomic import write_atomic, write_text_atomic
 from imkd_core.checkpoint import load_checkpoint, save_checkpoint
 from imkd_core.config import ModelConfig, config_from_dict
 from imkd_core.data.dataset import EpochSampler, KeyframeDataset, reader_options
@@ -109,12 +110,6 @@ def load_teacher(path: str | os.PathLike, config: ModelConfig, device: torch.dev
     teacher = build_model("teacher", teacher_config)
     teacher.load_state_dict(payload["state_dict"])
     return freeze(teacher.to(device))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def check_new_run(run: Path, settings: RunSettings) -> None:
@@ -184,8 +179,8 @@ def train(run: str | os.PathLike, settings: RunSettings | None = None,
     warmup = min(tc.warmup_steps, total_steps // 10)
     if new:
         run.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-        _write_atomic(run / "run.json", json.dumps(asdict(settings), indent=2))
+        write_text_atomic(run / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        write_text_atomic(run / "run.json", json.dumps(asdict(settings), indent=2))
     with open(run / "command.txt", "a") as f:
         f.write(shlex.join(command if command is not None else sys.argv) + "\n")
 
@@ -319,9 +314,8 @@ def train(run: str | os.PathLike, settings: RunSettings | None = None,
                           "mAP": metrics["mAP"]})
             if not best or metrics["NDS"] > best["NDS"]:
                 best = {"NDS": metrics["NDS"], "epoch": epoch + 1}
-                tmp = ckpt_dir / f".best.pt.tmp-{os.getpid()}"
-                shutil.copyfile(epoch_path, tmp)
-                os.replace(tmp, ckpt_dir / "best.pt")
+                write_atomic(ckpt_dir / "best.pt",
+                             lambda tmp, src=epoch_path: shutil.copyfile(src, tmp))
             if quiet:
                 print(f"{settings.kind} epoch {epoch + 1}: {settings.eval_split} NDS "
                       f"{metrics['NDS']:.4f}, mAP {metrics['mAP']:.4f} (best: epoch "
@@ -348,7 +342,7 @@ def _trim_log(path: Path, step: int) -> None:
                 kept.append(line)
         except (json.JSONDecodeError, KeyError):
             pass  # the half line a SIGKILL left
-    _write_atomic(path, "".join(f"{line}\n" for line in kept))
+    write_text_atomic(path, "".join(f"{line}\n" for line in kept))
 
 
 __all__ = ["KINDS", "RunSettings", "TrainError", "check_new_run", "load_teacher", "lr_factor",
