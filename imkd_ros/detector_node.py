@@ -68,7 +68,7 @@ from imkd_core.wire.names import QOS_DATA, QOS_LATCHED, QOS_OUTPUT, QOS_TF, QOS_
 from imkd_ros import convert, parameters
 from imkd_ros.calibration import load_calibration
 from imkd_ros.diagnostics import InputWarnings
-from imkd_ros.inputs import InputError, SampleBuilder, camera_frame, frame_stamps, radar_sweep
+from imkd_ros.inputs import SampleBuilder, camera_frame, frame_stamps, radar_sweep
 from imkd_ros.markers import MarkerLifetime
 from imkd_ros.parameters import ParameterError
 from imkd_ros.qos import RADAR_DEPTH, profile, sensor_profile
@@ -175,7 +175,7 @@ class DetectorNode(Node):
         start, topic = time.perf_counter(), f"~/input/{cam}/image"
         try:
             frame = camera_frame(msg, self.tf, self.pipeline.prepare_image)
-        except InputError as exc:
+        except WireError as exc:
             self.warnings.drop(topic, str(exc))
             return
         with self._sync_lock:
@@ -186,7 +186,7 @@ class DetectorNode(Node):
         start, topic = time.perf_counter(), f"~/input/{radar}/points"
         try:
             sweep, non_finite = radar_sweep(msg, self.tf, self.p.max_radar_points)
-        except InputError as exc:
+        except WireError as exc:
             self.warnings.drop(topic, str(exc))
             return
         if non_finite:

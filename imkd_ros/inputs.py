@@ -29,10 +29,6 @@ from imkd_ros.tf_buffer import TfLookupError
 from imkd_ros.tf_listener import TfListener
 
 
-class InputError(ValueError):
-    """A message the node cannot use; the text says why (the caller adds the topic)."""
-
-
 @dataclass
 class CameraFrame:
     """A converted camera message."""
@@ -53,28 +49,25 @@ class RadarSweep:
 
 def camera_frame(msg, tf: TfListener,
                  prepare: Callable[[np.ndarray], PreparedImage]) -> CameraFrame:
-    """Image or CompressedImage -> CameraFrame, its model input made by `prepare`."""
+    """Image or CompressedImage -> CameraFrame, its model input made by `prepare`; a message
+    that cannot be used (no extrinsics for its frame, a bad image) raises `WireError`."""
     cpu_start = time.thread_time()
     try:
         T_base_cam = tf.extrinsics(msg.header.frame_id.lstrip("/"))
     except TfLookupError as exc:
-        raise InputError(f"missing TF: {exc}") from exc
-    try:
-        image = fields.image_from_msg(msg)
-    except WireError as exc:
-        raise InputError(str(exc)) from exc
+        raise WireError(f"missing TF: {exc}") from exc
+    image = fields.image_from_msg(msg)
     return CameraFrame(image, prepare(image), T_base_cam, time.thread_time() - cpu_start)
 
 
 def radar_sweep(msg, tf: TfListener, max_points: int) -> tuple[RadarSweep, int]:
-    """PointCloud2 -> (RadarSweep, number of points removed for NaN/Inf)."""
+    """PointCloud2 -> (RadarSweep, number of points removed for NaN/Inf); `WireError` as
+    `camera_frame`."""
+    points, non_finite = fields.radar_points(msg, max_points)
     try:
-        points, non_finite = fields.radar_points(msg, max_points)
         T_base_radar = tf.extrinsics(msg.header.frame_id.lstrip("/"))
-    except WireError as exc:
-        raise InputError(str(exc)) from exc
     except TfLookupError as exc:
-        raise InputError(f"missing TF: {exc}") from exc
+        raise WireError(f"missing TF: {exc}") from exc
     return RadarSweep(points, T_base_radar), non_finite
 
 
