@@ -17,6 +17,15 @@ test: setup lint
 test-slow: setup
 	@bash scripts/run_pytest.sh -m slow $(PYTEST_ARGS)
 
+# The ROS 2 Jazzy venv of the cross-distro test, in ~/.cache/imkd_ros/venv-jazzy
+# ($IMKD_JAZZY_VENV), and that test alone (`make test-slow` runs it too, building the venv).
+.PHONY: setup-jazzy test-jazzy
+setup-jazzy:
+	@ROS_DISTRO_WHEELS=jazzy bash scripts/setup.sh
+
+test-jazzy: setup setup-jazzy
+	@bash scripts/run_pytest.sh test/test_jazzy.py $(PYTEST_ARGS)
+
 test-all: setup lint
 	@bash scripts/run_pytest.sh $(PYTEST_ARGS)
 
@@ -24,6 +33,14 @@ test-all: setup lint
 lint: setup
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/lint-imports --no-logo --no-cache .importlinter
+
+# `make benchmark`: `imkd benchmark kd` into benchmark/ (hours on a 2-core CPU; it prints the
+# projected time first). Resumable: run it again to continue, e.g. in the background:
+# `nohup make benchmark > benchmark.log 2>&1 &`. BENCHMARK_ARGS: --set ..., --dry-run, --spec F.
+BENCHMARK_ARGS ?=
+.PHONY: benchmark
+benchmark: setup
+	@$(PY) -m imkd_core.cli benchmark kd --out benchmark $(BENCHMARK_ARGS)
 
 demo: setup
 	@echo "make demo arrives with a later issue (world -> train -> bag -> node -> RViz)." >&2

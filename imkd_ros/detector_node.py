@@ -12,6 +12,7 @@ Topics (private, remap them; `launch/detector.launch.py` maps them to `nuscenes2
        ~/input/keyframes              std_msgs/String, nuscenes2bag keyframe records (only
                                       with trigger: keyframes)
        /tf, /tf_static                ego pose (map_frame -> base_frame), sensor extrinsics
+                                      (from /tf too for a mount that never moves on it)
   out  ~/output/detections            vision_msgs/Detection3DArray, base_frame, trigger stamp
        ~/output/markers               visualization_msgs/MarkerArray (after the detections)
        ~/output/label_info            vision_msgs/LabelInfo (latched)
@@ -24,7 +25,10 @@ Topics (private, remap them; `launch/detector.launch.py` maps them to `nuscenes2
                                       message or covering /tf, arrives -> detections published),
                                       markers (built and published after the detections)
        ~/debug/status                 std_msgs/String, JSON: mode ok|degraded|skipping, why,
-                                      counters (see `imkd_ros.sync` for the degraded modes)
+                                      counters (see `imkd_ros.sync` for the degraded modes;
+                                      degraded too while every message of an input is dropped)
+       /diagnostics                   diagnostic_msgs/DiagnosticArray: one status per sensor
+                                      and one for the model (`imkd_ros.ros_diagnostics`)
 
 Parameters: `imkd_ros.parameters`. Subscription callbacks convert (`imkd_ros.inputs`), prepare
 each image's model input as it arrives (the offline `Preprocessor.prepare_image`) and
@@ -43,6 +47,7 @@ import time
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
@@ -56,13 +61,9 @@ from visualization_msgs.msg import MarkerArray
 from imkd_core.interrupts import interrupt_once
 from imkd_core.pipeline import DetectorPipeline
 from imkd_core.sample import LIDAR_NAME
+from imkd_core.wire.camera_model import CameraModel
 from imkd_core.wire.cdr import detections_cdr, markers_cdr
-from imkd_core.wire.fields import (
-    WireError,
-    camera_info_intrinsics,
-    stamp_ns,
-    tf_message_to_list,
-)
+from imkd_core.wire.fields import WireError, stamp_ns, tf_message_to_list
 from imkd_core.wire.keyframe import KeyframeRecord
 from imkd_core.wire.names import QOS_DATA, QOS_LATCHED, QOS_OUTPUT, QOS_TF, QOS_TF_STATIC_IN
 from imkd_ros import convert, parameters
@@ -72,7 +73,8 @@ from imkd_ros.inputs import SampleBuilder, camera_frame, frame_stamps, radar_swe
 from imkd_ros.markers import MarkerLifetime
 from imkd_ros.parameters import ParameterError
 from imkd_ros.qos import RADAR_DEPTH, profile, sensor_profile
-from imkd_ros.sync import FrameSet, SensorSync
+from imkd_ros.ros_diagnostics import DIAGNOSTICS_TOPIC, NodeHealth, diagnostic_array
+from imkd_ros.sync import BACKWARDS, FrameSet, SensorSync
 from imkd_ros.tf_buffer import TfCache
 from imkd_ros.tf_listener import TfListener
 from imkd_ros.worker import FrameWorker
@@ -96,15 +98,22 @@ class DetectorNode(Node):
         self.sync = SensorSync(p.sync_config())
         self._sync_lock = threading.Lock()  # SensorSync is not thread-safe
         try:
-            self.pipeline = DetectorPipeline.from_checkpoint(p.checkpoint, device=p.device)
+            self.pipeline = DetectorPipeline.from_file(p.checkpoint, device=p.device,
+                                                       backend=p.backend, cameras=p.cameras)
         except Exception as exc:  # any load failure is a bad 'checkpoint'/'device' value
             raise ParameterError(f"parameter 'checkpoint' = {p.checkpoint!r} (device "
-                                 f"{p.device!r}): cannot load: {exc}") from exc
-        self.get_logger().info(f"model {self.pipeline.config.name} from {p.checkpoint} on "
-                               f"{self.pipeline.device}")
+                                 f"{p.device!r}, backend {p.backend!r}): cannot load: "
+                                 f"{exc}") from exc
+        self.get_logger().info(f"model {self.pipeline.config.name} from {p.checkpoint}: "
+                               f"{self.pipeline.backend.label}")
+        # a sensor subset of what the model was trained with: absent inputs, mode degraded
+        self.configured_without = p.configured_without(self.pipeline.config.image.cameras)
+        if self.configured_without:
+            self.get_logger().warning(f"{self.configured_without}: they are absent inputs")
         self.warnings = InputWarnings(self.get_logger(), self.resolve_topic_name,
                                       p.warn_throttle)
         self.samples = SampleBuilder(self.tf, p.reader_options(), self.warnings)
+        self.health = NodeHealth(p.cameras, p.radars, self.resolve_topic_name, p.stale_timeout)
         self.marker_lifetime = MarkerLifetime(p.marker_lifetime)
         self._frames_done = 0
 
@@ -113,6 +122,7 @@ class DetectorNode(Node):
         self.pub_markers = pub(MarkerArray, "~/output/markers", profile(QOS_OUTPUT))
         self.pub_labels = pub(LabelInfo, "~/output/label_info", profile(QOS_LATCHED))
         self.pub_status = pub(String, "~/debug/status", profile(QOS_OUTPUT))
+        self.pub_diagnostics = pub(DiagnosticArray, DIAGNOSTICS_TOPIC, profile(QOS_OUTPUT))
         self.pub_timing = {stage: pub(Float64, f"~/debug/{stage}_ms", profile(QOS_DATA))
                            for stage in TIMINGS}
         self.pub_labels.publish(convert.label_info(
@@ -120,7 +130,10 @@ class DetectorNode(Node):
 
         # Calibration, intrinsics and poses first: an executor serves ready subscriptions in
         # creation order, so these are taken before the sensor data that needs them.
-        sub, sensor_qos = self.create_subscription, sensor_profile(p.reliable_inputs)
+        # Every callback is guarded: any exception from one message drops and counts it.
+        def sub(msg_type, topic, callback, qos):
+            self.create_subscription(msg_type, topic, self.warnings.guard(topic, callback), qos)
+        sensor_qos = sensor_profile(p.reliable_inputs)
         sub(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), profile(QOS_TF_STATIC_IN))
         sub(TFMessage, "/tf", lambda m: self._on_tf(m, False), profile(QOS_TF))
         for cam in p.cameras:
@@ -151,10 +164,25 @@ class DetectorNode(Node):
         if self.samples.ego_motion_missing:
             status["mode"] = "degraded" if status["mode"] == "ok" else status["mode"]
             status["ego_motion"] = "missing: no /tf ego pose, sensors treated as static"
+        if self.configured_without:
+            status["mode"] = "degraded" if status["mode"] == "ok" else status["mode"]
+            status["configured_without"] = self.configured_without
+        dropping = self.health.dropping_everything()  # as of the last status period
+        if dropping:
+            status["mode"] = "degraded" if status["mode"] == "ok" else status["mode"]
+            status["dropping_all"] = dropping
         return status
 
     def _publish_status(self) -> None:
-        self.pub_status.publish(String(data=json.dumps(self.status(), sort_keys=True)))
+        """The status timer: closes the diagnostics window, then ~/debug/status and
+        /diagnostics."""
+        self.health.tick(self.warnings.dropped(), self.worker.dropped)
+        status = self.status()
+        health = self.health.statuses(status["device"], status)
+        status["health"] = {part.name: part.as_dict() for part in health}
+        self.pub_status.publish(String(data=json.dumps(status, sort_keys=True)))
+        self.pub_diagnostics.publish(diagnostic_array(health, self.get_name(),
+                                                      self.get_clock().now().to_msg()))
 
     # --------------------------------------------------------------------------- callbacks
     def _on_tf(self, msg: TFMessage, static: bool) -> None:
@@ -166,15 +194,21 @@ class DetectorNode(Node):
                                "stamp went backwards (bag loop?): ego poses reset")
 
     def _on_camera_info(self, cam: str, msg: CameraInfo) -> None:
+        self.health.received(cam, "camera_info")
         try:
-            self.samples.set_intrinsics(cam, camera_info_intrinsics(msg))
+            self.samples.set_camera_model(cam, CameraModel.from_msg(msg,
+                                                                    self.p.rectified_images))
         except WireError as exc:
             self.warnings.drop(f"~/input/{cam}/camera_info", str(exc))
 
     def _on_image(self, cam: str, msg: Image | CompressedImage) -> None:
         start, topic = time.perf_counter(), f"~/input/{cam}/image"
+        self.health.received(cam, "image")
+        if self._duplicate(cam, msg):
+            return
         try:
-            frame = camera_frame(msg, self.tf, self.pipeline.prepare_image)
+            frame = camera_frame(msg, self.tf, self.pipeline.prepare_image,
+                                 self.samples.camera_model(cam), self.p.max_image_pixels)
         except WireError as exc:
             self.warnings.drop(topic, str(exc))
             return
@@ -184,6 +218,9 @@ class DetectorNode(Node):
 
     def _on_radar(self, radar: str, msg: PointCloud2) -> None:
         start, topic = time.perf_counter(), f"~/input/{radar}/points"
+        self.health.received(radar, "points")
+        if self._duplicate(radar, msg):
+            return
         try:
             sweep, non_finite = radar_sweep(msg, self.tf, self.p.max_radar_points)
         except WireError as exc:
@@ -209,11 +246,16 @@ class DetectorNode(Node):
             result = self.sync.add_keyframe(record.timestamp, pose_stamp, record.data)
         self._after_sync("~/input/keyframes", *result, time.perf_counter())
 
-    def _after_sync(self, topic: str, frame_set: FrameSet | None, reset: bool,
+    def _duplicate(self, sensor: str, msg) -> bool:
+        """A repeat of the sensor's previous message: skipped before any conversion work
+        (`SensorSync` would drop it and count it)."""
+        with self._sync_lock:
+            return self.sync.drop_duplicate(sensor, stamp_ns(msg.header.stamp))
+
+    def _after_sync(self, topic: str, frame_set: FrameSet | None, reset: str,
                     start: float) -> None:
-        if reset:
-            self.warnings.warn(topic, "backwards", "stamp went backwards (bag loop?): "
-                                                   "state reset")
+        if reset:  # why the synchroniser started over (a bag loop, a clock jump)
+            self.warnings.warn(topic, "backwards" if reset == BACKWARDS else "jump", reset)
         if frame_set is not None:
             self._enqueue(frame_set, start)
 
@@ -222,12 +264,14 @@ class DetectorNode(Node):
 
     # ------------------------------------------------------------------------------ worker
     def _run(self, frame_set: FrameSet, start: float, queue_wait_s: float) -> None:
-        for stage, ms in self.process(frame_set, start, queue_wait_s).items():
+        timings = self.process(frame_set, start, queue_wait_s)
+        self.health.frame_done(timings["end_to_end"], timings["inference"])
+        for stage, ms in timings.items():
             self.pub_timing[stage].publish(Float64(data=ms))
 
     def _failed(self, frame_set: FrameSet, exc: Exception) -> None:
-        self.get_logger().error(f"frame at {frame_set.stamp * 1e-9:.3f} s failed: "
-                                f"{type(exc).__name__}: {exc}")
+        self.health.frame_failed()
+        self.warnings.failed(f"frame at {frame_set.stamp * 1e-9:.3f} s", exc)
 
     def process(self, frame_set: FrameSet, start: float, queue_wait_s: float
                 ) -> dict[str, float]:
@@ -296,8 +340,9 @@ def main(args: list[str] | None = None) -> int:
                 node.stop()
                 node.destroy_node()
             # keep interrupt_once's handlers: uninstalling rclpy's would put back the ones
-            # from before rclpy.init
-            rclpy.try_shutdown(uninstall_handlers=False)
+            # from before rclpy.init. rclpy.utilities' try_shutdown never uninstalls them, on
+            # Jazzy too (its rclpy.try_shutdown has no uninstall_handlers; Kilted's does).
+            rclpy.utilities.try_shutdown()
     except KeyboardInterrupt:  # the first interrupt came during start-up or the clean-up
         pass
     return code

@@ -5,6 +5,13 @@ Bad input never stops the node: a message that cannot be used is dropped, counte
 driver repeats the same fault at sensor rate, so a topic and reason warn at most once per
 `warn_throttle` seconds; reasons that differ only in their numbers (sizes, stamps) count as the
 same reason.
+
+One mechanism keeps every input from ending the node: each subscription callback is wrapped by
+`InputWarnings.guard`, so any exception from one message (a `WireError` the converters raise
+on purpose, or anything a decoder or a library raised on input no check foresaw) drops that
+message, counts it and warns with the topic and a one-line reason (`reason`): the exception's
+text, with its type unless it is a `WireError`; never a traceback. The model worker's failures
+go through `failed`, throttled the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +21,18 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
+
+from imkd_core.wire.fields import WireError
+
+MAX_REASON_CHARS = 300  # an exception's text can quote a whole message
+
+
+def reason(exc: BaseException) -> str:
+    """One line saying why: a `WireError`'s text; any other exception's type and text."""
+    text = str(exc) if isinstance(exc, WireError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())  # one line: a log line per problem
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS - 3] + "..."
 
 
 class InputWarnings:
@@ -45,6 +64,26 @@ class InputWarnings:
                 return
             self._last[key] = now
         self._logger.warning(f"{topic}: {detail}")
+
+    def guard(self, topic: str, callback: Callable[[Any], None]) -> Callable[[Any], None]:
+        """`callback` for subscriptions to `topic`: an exception from a message drops it."""
+        def guarded(msg: Any) -> None:
+            try:
+                callback(msg)
+            except Exception as exc:  # one message must never end the node
+                self.drop(topic, reason(exc))
+        return guarded
+
+    def failed(self, what: str, exc: Exception) -> None:
+        """Log (as an error, throttled per exception type) that `what` failed with `exc`."""
+        key = (what, type(exc).__name__)
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._throttle_s:
+                return
+            self._last[key] = now
+        self._logger.error(f"{what} failed: {reason(exc)}")
 
     def dropped(self) -> dict[str, int]:
         """Dropped messages so far, per full topic name."""

@@ -29,7 +29,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -38,7 +38,10 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from imkd_core.backends import BACKENDS
+from imkd_core.data.image_codec import DECODE_BYTES_PER_PIXEL, DEFAULT_MAX_PIXELS
 from imkd_core.data.options import ReaderOptions
+from imkd_core.sample import RADAR_NAMES
 from imkd_core.wire.names import BASE_FRAME, MAP_FRAME
 from imkd_ros.sync import MISSING_CAMERA_POLICIES, TRIGGERS, SyncConfig
 
@@ -114,18 +117,32 @@ class DetectorParams:
     """The node's parameters (times in seconds); construction checks every rule."""
 
     checkpoint: str = param("", "Model checkpoint (.pt) written by "
-                                "imkd_core.checkpoint.save_checkpoint", required=True,
+                                "imkd_core.checkpoint.save_checkpoint, or a file of `imkd "
+                                "export` (.onnx for backend onnxruntime, TorchScript for "
+                                "torch): its model config travels inside", required=True,
                             existing_file=True)
     device: str = param("auto", "Torch device: auto (cuda if available), cpu or cuda",
                         choices=DEVICES)
+    backend: str = param("torch", "Inference backend: torch (eager checkpoint or TorchScript "
+                                  "export) or onnxruntime (an ONNX export; device cuda uses "
+                                  "its CUDA, or TensorRT, execution provider)",
+                         choices=BACKENDS)
     cameras: tuple[str, ...] = param(
         ReaderOptions.cameras, "Camera names (at least one: camera sets trigger detection); "
-                               "each gets ~/input/<name>/image and ~/input/<name>/camera_info",
-        non_empty=True, names=True)
-    radars: tuple[str, ...] = param(ReaderOptions.radars, "Radar names; each gets "
-                                                          "~/input/<name>/points", names=True)
+                               "each gets ~/input/<name>/image and ~/input/<name>/camera_info. "
+                               "Names of the model's cameras; one it has but is not given "
+                               "runs blank (mode degraded)", non_empty=True, names=True)
+    radars: tuple[str, ...] = param(
+        ReaderOptions.radars, "Radar names; each gets ~/input/<name>/points. [] or none: "
+                              "camera-only; a nuScenes radar not given is absent (mode "
+                              "degraded). Like cameras, also a comma-separated string "
+                              "(-p radars:=RADAR_FRONT,RADAR_BACK_LEFT)", names=True)
     compressed_images: bool = param(False, "Subscribe sensor_msgs/CompressedImage (JPEG/PNG) "
                                            "instead of sensor_msgs/Image")
+    rectified_images: bool = param(False, "The images are rectified already (image_proc's "
+                                          "image_rect): their K is CameraInfo P's 3x3 and a "
+                                          "distorted lens is not undistorted again; false: "
+                                          "images with non-zero D are rectified")
     reliable_inputs: bool = param(False, "Subscribe the sensor inputs reliable instead of "
                                          "best-effort (keep-last either way): for large raw "
                                          "images on transports that lose fragments")
@@ -146,8 +163,19 @@ class DetectorParams:
                               choices=RADAR_FILTERS)
     max_radar_points: int = param(10000, "A PointCloud2 with more points is dropped as "
                                          "malformed (an ARS 408 sends at most 125)", minimum=1)
+    max_image_pixels: int = param(DEFAULT_MAX_PIXELS, "An image declaring more pixels (width x "
+                                                      "height, read from a compressed image's "
+                                                      "header before decoding) is dropped; a "
+                                                      "decode needs at most "
+                                                      f"{DECODE_BYTES_PER_PIXEL} bytes per "
+                                                      "pixel of this", minimum=1)
     stale_timeout: float = param(1.0, "A sensor silent this long (s, sensor time) is stale",
                                  minimum=0.0)
+    max_stamp_jump: float = param(10.0, "A camera stamp this far (s) ahead of the newest one "
+                                        "is a clock jump: state resets as for a bag loop, and "
+                                        "again if the stamps come back (at least a "
+                                        "second: less would take frames for jumps)",
+                                  minimum=1.0)
     missing_camera: str = param("blank", "Stale camera: blank (run with a zero image) or skip "
                                          "(no detections until it is back)",
                                 choices=MISSING_CAMERA_POLICIES)
@@ -184,8 +212,9 @@ class DetectorParams:
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> DetectorParams:
-        """From ROS parameter values (lists for the string arrays)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        """From ROS parameter values (the string arrays as `string_list` takes them)."""
+        arrays = {name for name, kind, *_ in _table() if kind == "tuple[str, ...]"}
+        return cls(**{k: string_list(k, v) if k in arrays else v for k, v in values.items()})
 
     def sync_config(self) -> SyncConfig:
         return SyncConfig(
@@ -193,12 +222,54 @@ class DetectorParams:
             camera_tolerance_ns=int(self.camera_tolerance * NS), radar_sweeps=self.radar_sweeps,
             radar_max_age_ns=int(self.radar_max_age * NS),
             stale_timeout_ns=int(self.stale_timeout * NS), missing_camera=self.missing_camera,
-            trigger=self.trigger, radar_queue=max(16, self.radar_sweeps + 4))
+            trigger=self.trigger, radar_queue=max(16, self.radar_sweeps + 4),
+            max_jump_ns=int(self.max_stamp_jump * NS))
+
+    def configured_without(self, model_cameras: Sequence[str]) -> str:
+        """What the configured sensor subset leaves out of what the model was trained with, in
+        words ("" when nothing; the node then reports mode degraded): the model's cameras not
+        configured (they run blank, as a stale one does) and, when fewer radars are configured
+        than the model was trained with (the nuScenes five: every model trains on them), the
+        nuScenes radars not configured (absent: the model takes all radars' points as one
+        input, so a radar of another name counts too). A configured camera the model has no
+        input for is a `ParameterError`: its images would be ignored."""
+        cameras, radars = self.cameras, self.radars
+        unknown = [c for c in cameras if c not in model_cameras]
+        if unknown:
+            raise ParameterError(f"parameter 'cameras' = {list(cameras)!r}: "
+                                 f"{', '.join(unknown)} not among the model's cameras "
+                                 f"{list(model_cameras)}")
+        parts = []
+        if len(cameras) < len(model_cameras):
+            parts.append("cameras " + ", ".join(c for c in model_cameras if c not in cameras))
+        if len(radars) < len(RADAR_NAMES):
+            parts.append("radars " + (", ".join(r for r in RADAR_NAMES if r not in radars)
+                                      if set(radars) <= set(RADAR_NAMES) else
+                                      f"({len(radars)} of {len(RADAR_NAMES)})"))
+        return f"configured without {' and '.join(parts)}" if parts else ""
 
     def reader_options(self) -> ReaderOptions:
         """How the node assembles a `Sample`: as the offline readers do, without LiDAR."""
         return ReaderOptions(radar_sweeps=self.radar_sweeps, radar_filter=self.radar_filter,
                              cameras=self.cameras, radars=self.radars, load_lidar=False)
+
+
+def string_list(name: str, value: Any) -> tuple[str, ...]:
+    """A string-array parameter's value as given: a list, or a string of comma-separated names
+    ("none", "" or "[]": none; brackets allowed), or unset. rcl reads an empty list (`-p
+    radars:=[]`, `radars: []` in a YAML file) as no value at all, and a typed array parameter
+    cannot be set to one, so these parameters take any type (`descriptor`) and are read here."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1].strip()
+        return () if text.lower() in ("", "none") else tuple(n.strip() for n in text.split(","))
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ParameterError(f"parameter '{name}' = {value!r}: must be a list of names or a "
+                         "string of comma-separated names")
 
 
 # ------------------------------------------------------------------------- what the table makes
@@ -231,7 +302,8 @@ def descriptor(name: str, ranges: bool = True) -> ParameterDescriptor:
     _, kind, _, spec = next(row for row in _table() if row[0] == name)
     ros_type = _TYPES[kind][0]
     desc = ParameterDescriptor(name=name, type=ros_type.value, description=spec.description,
-                               additional_constraints="; ".join(r.says for r in spec.rules()))
+                               additional_constraints="; ".join(r.says for r in spec.rules()),
+                               dynamic_typing=ros_type == Parameter.Type.STRING_ARRAY)
     if not ranges or spec.minimum is None:
         return desc
     if ros_type == Parameter.Type.INTEGER:

@@ -4,7 +4,8 @@
                     [--topics T [T ...]] [--delay D] [--wait-for-subscribers]
                     [--wait-for T [T ...] [--wait-timeout S]] [--quiet] [--ros-args ...]
 
-Reads the bag with `rosbags` (MCAP or sqlite3, any bag version it reads) and publishes each
+Reads the bag (a rosbag2 directory, or one `.mcap` / `.db3` file as other tools write them:
+`imkd_core.data.bag_reader.open_reader`) and publishes each
 message's recorded CDR bytes as they are (rclpy publishers take serialized `bytes`), so no
 message is deserialised or rebuilt and every type whose Python package is importable can be
 played. Timing follows the recorded (log) time divided by `--rate` (`--rate inf`: as fast as
@@ -183,6 +184,7 @@ def play(bag: str | Path, rate: float = 1.0, start_offset: float = 0.0, loop: bo
     try:
         with open_reader(bag) as reader:
             conns = list(reader.connections)
+            stats.skipped_topics.update(reader.skipped_topics)
             present = {c.topic for c in conns}
             if topics:
                 missing = [t for t in topics if t not in present]
@@ -356,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="imkd-replay",
         description="Play a rosbag2 (MCAP or sqlite3) onto live ROS 2 topics with the recorded "
                     "timing and QoS, without `ros2 bag play`.")
-    parser.add_argument("bag", type=Path, help="rosbag2 directory")
+    parser.add_argument("bag", type=Path,
+                        help="rosbag2 directory, or a single .mcap / .db3 storage file")
     parser.add_argument("--rate", type=float, default=1.0,
                         help="playback speed factor (default 1.0; inf: as fast as possible)")
     parser.add_argument("--start-offset", type=float, default=0.0, metavar="S",

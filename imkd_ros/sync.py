@@ -22,6 +22,16 @@ Degraded modes (reported by `status()`):
 - a radar with no sweep in the trigger's window (or stale) is missing: its input is empty.
 A stamp older than the same sensor's previous one (a bag loop, a restarted driver) clears all
 state, as if the node had just started, and counts a reset.
+
+Duplicates and clock jumps:
+- a message with the same stamp as its sensor's previous one (delivered twice: two publishers,
+  a doubled bag, a re-sent keyframe record) is dropped and counted, so one frame set never
+  gives two outputs and a radar sweep is never aggregated twice;
+- a camera stamp more than `max_jump_ns` ahead of the newest camera stamp (a clock jump
+  forward) resets like a bag loop and starts over at it. Until a later camera stamp confirms the
+  new time, a camera stamp more than `max_jump_ns` behind it means the jump was a glitch (or
+  the clock came back): that resets again, so a future-stamped message cannot wedge "now" (which
+  would make every other camera look stale for good).
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ class SyncConfig:
     camera_queue: int = 4  # frames pending per camera
     radar_queue: int = 16  # sweeps cached per radar
     keyframe_queue: int = 4  # keyframe requests waiting for their messages
+    max_jump_ns: int = 10_000_000_000  # a camera stamp this far ahead of "now": a clock jump
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -67,7 +78,8 @@ class SyncConfig:
         for name in ("camera_tolerance_ns", "radar_max_age_ns", "stale_timeout_ns"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ("radar_sweeps", "camera_queue", "radar_queue", "keyframe_queue"):
+        for name in ("radar_sweeps", "camera_queue", "radar_queue", "keyframe_queue",
+                     "max_jump_ns"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.radar_queue < self.radar_sweeps:
@@ -118,11 +130,14 @@ class SyncCounters:
     radar_sweeps_dropped: int = 0  # fell out of a full per-radar cache
     keyframes_dropped: int = 0  # requests whose messages never (all) came
     sets_skipped: int = 0  # complete except for stale cameras, with missing_camera=skip
-    resets: int = 0  # stamps went backwards
+    resets: int = 0  # stamps went backwards, or jumped (the reason `add_*` returns)
+    duplicates: int = 0  # a sensor's message with the stamp of its previous one, dropped
     unknown_sensor: int = 0
 
 
-Result = tuple[FrameSet | None, bool]  # (the set a message completed, whether it reset state)
+# (the set a message completed, why it reset the state first: "" when it did not)
+Result = tuple[FrameSet | None, str]
+BACKWARDS = "stamp went backwards (bag loop?): state reset"
 
 
 class SensorSync:
@@ -141,18 +156,38 @@ class SensorSync:
         self._last_stamp: dict[str, int] = {}  # per sensor, newest stamp seen
         self._first_stamp: int | None = None  # first camera stamp since (re)start
         self._now: int | None = None  # newest camera stamp seen
+        self._jumped = False  # "now" jumped ahead and no later camera stamp confirmed it yet
         self._last_missing_radars: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------------------- input
-    def _check_order(self, sensor: str, stamp: int) -> bool:
-        """Record `stamp` for `sensor`; a stamp going backwards resets everything first.
-        Returns True when a reset happened."""
-        reset = sensor in self._last_stamp and stamp < self._last_stamp[sensor]
-        if reset:
+    def drop_duplicate(self, sensor: str, stamp: int) -> bool:
+        """True, and counted, when `sensor`'s message at `stamp` repeats its previous one: a
+        caller may skip converting it (`add_*` drops it anyway)."""
+        duplicate = self._last_stamp.get(sensor) == stamp
+        self.counters.duplicates += duplicate
+        return duplicate
+
+    def _check_order(self, sensor: str, stamp: int, camera: bool = False) -> str:
+        """Record `stamp` for `sensor`; a stamp going backwards, or a camera's jumping (module
+        docstring), resets everything first. Returns why it reset ("" when it did not)."""
+        reason = ""
+        if sensor in self._last_stamp and stamp < self._last_stamp[sensor]:
+            reason = BACKWARDS
+        elif camera and self._now is not None:
+            ahead = stamp - self._now
+            if ahead > self.config.max_jump_ns:
+                reason = f"stamp jumped {ahead * 1e-9:.1f} s ahead (clock jump?): state reset"
+            elif self._jumped and -ahead > self.config.max_jump_ns:
+                reason = (f"stamp {-ahead * 1e-9:.1f} s behind a jump ahead that no other "
+                          "stamp followed: state reset")
+            else:
+                self._jumped = False  # the newest stamp is confirmed
+        if reason:
             self.counters.resets += 1
             self._reset_state()
+            self._jumped = reason.startswith("stamp jumped")
         self._last_stamp[sensor] = stamp
-        return reset
+        return reason
 
     @staticmethod
     def _push(queue: deque, limit: int, item) -> bool:
@@ -163,11 +198,17 @@ class SensorSync:
         queue.append(item)
         return full
 
+    def _refused(self, name: str, known: dict, stamp: int) -> bool:
+        """An unknown sensor, or a duplicate: counted, not used."""
+        if name not in known:
+            self.counters.unknown_sensor += 1
+            return True
+        return self.drop_duplicate(name, stamp)
+
     def add_radar(self, name: str, stamp: int, payload: Any) -> Result:
         """Cache one radar sweep (completes a keyframe set in keyframe mode)."""
-        if name not in self._sweeps:
-            self.counters.unknown_sensor += 1
-            return None, False
+        if self._refused(name, self._sweeps, stamp):
+            return None, ""
         reset = self._check_order(name, stamp)
         if self._push(self._sweeps[name], self.config.radar_queue, Stamped(stamp, payload)):
             self.counters.radar_sweeps_dropped += 1
@@ -177,10 +218,9 @@ class SensorSync:
 
     def add_camera(self, name: str, stamp: int, payload: Any) -> Result:
         """Queue one camera frame and try to complete a set."""
-        if name not in self._pending:
-            self.counters.unknown_sensor += 1
-            return None, False
-        reset = self._check_order(name, stamp)
+        if self._refused(name, self._pending, stamp):
+            return None, ""
+        reset = self._check_order(name, stamp, camera=True)
         if self._push(self._pending[name], self.config.camera_queue, Stamped(stamp, payload)):
             self.counters.camera_frames_dropped += 1
         if self._first_stamp is None:
@@ -194,6 +234,8 @@ class SensorSync:
         """Keyframe mode: request the set named by `sensors` (sensor -> message stamp)."""
         if self.config.trigger != "keyframes":
             raise RuntimeError("add_keyframe needs SyncConfig(trigger='keyframes')")
+        if self.drop_duplicate(_KEYFRAMES, stamp):
+            return None, ""
         reset = self._check_order(_KEYFRAMES, stamp)
         request = KeyframeRequest(stamp, pose_stamp, dict(sensors))
         if self._push(self._requests, self.config.keyframe_queue, request):
@@ -316,4 +358,5 @@ class SensorSync:
             "keyframes_dropped": c.keyframes_dropped,
             "sets_skipped": c.sets_skipped,
             "resets": c.resets,
+            "duplicates": c.duplicates,
         }

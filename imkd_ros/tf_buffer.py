@@ -3,7 +3,10 @@ edges (the ego pose `map -> base_link`) from /tf, with interpolation. Pure numpy
 
 tf2_ros is not available everywhere this package runs, and the node needs only two kinds of
 lookups, so it keeps its own cache, fed with `imkd_core.wire.fields.tf_message_to_list`:
-- static: `T_target_source` through the static tree (sensor extrinsics);
+- static: `T_target_source` through the static tree (sensor extrinsics). A frame that has no
+  /tf_static entry may take its mount from /tf instead, as bags of other converters carry it
+  (`base_link -> CAM_FRONT` republished at every keyframe): a /tf edge whose transform has not
+  changed (within `STATIC_TOLERANCE`) over the cached span counts as static;
 - dynamic: one direct edge at a stamp, linear in translation and spherical in rotation between
   the two neighbouring entries; a stamp that hits an entry exactly returns that entry's matrix
   bit for bit (bags carry an ego pose at every sensor stamp), and a stamp just outside the
@@ -17,6 +20,9 @@ import bisect
 import numpy as np
 
 from imkd_core.geometry import make_transform, matrix_to_quaternion
+
+# Largest matrix-entry change (rotation and metres) under which a /tf edge is still a fixed mount.
+STATIC_TOLERANCE = 1e-4
 
 
 class TfLookupError(LookupError):
@@ -33,6 +39,7 @@ class TfCache:
         self.max_hold_ns = int(max_hold_ns)
         self._static: dict[str, tuple[str, np.ndarray]] = {}  # child -> (parent, T_parent_child)
         self._dynamic: dict[tuple[str, str], tuple[list[int], list[np.ndarray]]] = {}
+        self._moving: set[tuple[str, str]] = set()  # dynamic edges whose transform changed
 
     def set_static(self, parent: str, child: str, T_parent_child: np.ndarray) -> None:
         self._static[child] = (parent, np.asarray(T_parent_child, dtype=np.float64))
@@ -40,17 +47,23 @@ class TfCache:
     def add(self, parent: str, child: str, stamp: int, T_parent_child: np.ndarray) -> bool:
         """Cache one dynamic transform. A stamp older than the edge's newest by more than
         `loop_ns` (a bag loop, the next scene) clears the edge first; returns True then."""
-        stamps, mats = self._dynamic.setdefault((parent, child), ([], []))
+        edge = (parent, child)
+        stamps, mats = self._dynamic.setdefault(edge, ([], []))
         reset = bool(stamps) and stamp < stamps[-1] - self.loop_ns
         if reset:
             stamps.clear()
             mats.clear()
+            self._moving.discard(edge)
+        T_parent_child = np.asarray(T_parent_child, dtype=np.float64)
+        if mats and edge not in self._moving and not np.allclose(
+                T_parent_child, mats[0], rtol=0.0, atol=STATIC_TOLERANCE):
+            self._moving.add(edge)
         i = bisect.bisect_left(stamps, stamp)
         if i < len(stamps) and stamps[i] == stamp:
-            mats[i] = np.asarray(T_parent_child, dtype=np.float64)
+            mats[i] = T_parent_child
         else:
             stamps.insert(i, stamp)
-            mats.insert(i, np.asarray(T_parent_child, dtype=np.float64))
+            mats.insert(i, T_parent_child)
         drop = bisect.bisect_left(stamps, stamps[-1] - self.cache_ns)
         del stamps[:drop], mats[:drop]
         return reset
@@ -61,19 +74,34 @@ class TfCache:
         return stamps[-1] if stamps else None
 
     def static_lookup(self, target: str, source: str) -> np.ndarray:
-        """T_target_source through the static tree (`source` must descend from `target`)."""
+        """T_target_source through the static tree (`source` must descend from `target`); a
+        frame missing from /tf_static is taken from a /tf edge that never moved."""
         T = np.eye(4)
         frame = source
         seen = set()
         while frame != target:
-            if frame not in self._static or frame in seen:
-                raise TfLookupError(f"no /tf_static chain {target} -> {source} "
-                                    f"(stuck at {frame!r})")
+            entry = self._static.get(frame) or self._fixed_dynamic_parent(frame)
+            if entry is None or frame in seen:
+                raise TfLookupError(f"no /tf_static chain {target} -> {source} (stuck at "
+                                    f"{frame!r}){self._why_not_on_tf(frame)}; waiting for "
+                                    f"{target} -> {source} on /tf_static or /tf")
             seen.add(frame)
-            parent, T_parent_frame = self._static[frame]
+            parent, T_parent_frame = entry
             T = T_parent_frame @ T
             frame = parent
         return T
+
+    def _fixed_dynamic_parent(self, child: str) -> tuple[str, np.ndarray] | None:
+        """(parent, newest T) of a /tf edge into `child` that has not moved, else None."""
+        for (parent, edge_child), (_, mats) in self._dynamic.items():
+            if edge_child == child and mats and (parent, child) not in self._moving:
+                return parent, mats[-1]
+        return None
+
+    def _why_not_on_tf(self, child: str) -> str:
+        moving = [p for p, c in self._moving if c == child and self._dynamic[(p, c)][0]]
+        return (f", and /tf {moving[0]} -> {child} moves: not a fixed sensor mount"
+                if moving else "")
 
     def lookup(self, parent: str, child: str, stamp: int) -> np.ndarray:
         """T_parent_child at `stamp` from the dynamic edge parent -> child."""

@@ -45,7 +45,8 @@ class TfListener:
         return looped
 
     def extrinsics(self, frame: str) -> np.ndarray:
-        """T_base_frame through /tf_static; raises TfLookupError."""
+        """T_base_frame through /tf_static, or a /tf edge that never moved (bags of other
+        converters put the mounts on /tf); raises TfLookupError saying what it waits for."""
         with self._updated:
             return self._cache.static_lookup(self.base_frame, frame)
 

@@ -2,6 +2,8 @@
 
     ros2 launch imkd_ros detector.launch.py checkpoint:=/path/student.pt
     ros2 launch imkd_ros detector.launch.py checkpoint:=student.pt bag:=/data/scene.bag rviz:=true
+    ros2 launch imkd_ros detector.launch.py checkpoint:=student.pt bag:=/data/other_tool.mcap \
+        compressed:=true camera_suffix:=image_rect_compressed
 
 Arguments: `ARGUMENTS` below (`--show-args` lists them; the README's table is tested against
 them). With bag:=..., `imkd-replay --clock` plays it, use_sim_time and reliable_inputs follow
@@ -29,7 +31,7 @@ from imkd_core.wire.names import (
     image_topic,
     pointcloud_topic,
 )
-from imkd_ros.parameters import NODE_NAME
+from imkd_ros.parameters import NODE_NAME, string_list
 from launch import LaunchDescription
 
 ARGUMENTS = {
@@ -37,8 +39,16 @@ ARGUMENTS = {
     "device": ("auto", "auto | cpu | cuda"),
     "params_file": ("", "Node parameter YAML; empty: the installed config/detector.yaml"),
     "compressed": ("false", "true: subscribe /CAM_X/image_raw/compressed"),
+    "camera_suffix": ("", "Camera image topic /CAM_X/<suffix> (e.g. image_rect_compressed, "
+                          "with compressed:=true, for bags of other nuScenes converters); "
+                          "empty: image_raw, image_raw/compressed with compressed:=true"),
     "trigger": ("cameras", "cameras (live) | keyframes (the bag's /imkd/keyframes records)"),
-    "bag": ("", "A nuscenes2bag bag to replay with imkd-replay (publishes /clock), from the "
+    "cameras": ("", "Camera subset, comma-separated (CAM_FRONT,CAM_BACK); empty: the "
+                    "params_file's. The model's other cameras run blank (mode degraded)"),
+    "radars": ("", "Radar subset, comma-separated (RADAR_FRONT), or none: camera-only; "
+                   "empty: the params_file's (mode degraded without some)"),
+    "bag": ("", "A bag (rosbag2 directory, or one .mcap / .db3 file) to replay with "
+                "imkd-replay (publishes /clock), from the "
                 "moment the detector has subscribed to its inputs"),
     "rate": ("1.0", "Replay rate"),
     "rviz": ("false", "true: start RViz with config/imkd.rviz"),
@@ -51,11 +61,14 @@ ARGUMENTS = {
 BAG_QUEUE_SIZE = 10
 
 
-def remappings(compressed: bool) -> list[tuple[str, str]]:
-    """The node's private inputs -> the topic names nuscenes2bag writes."""
+def remappings(compressed: bool, camera_suffix: str = "") -> list[tuple[str, str]]:
+    """The node's private inputs -> the topic names nuscenes2bag writes (the images on
+    /CAM_X/<camera_suffix> instead when it is given)."""
     pairs = []
     for cam in CAMERA_NAMES:
-        pairs += [(f"~/input/{cam}/image", image_topic(cam, compressed)),
+        image = f"/{cam}/{camera_suffix.strip('/')}" if camera_suffix else image_topic(
+            cam, compressed)
+        pairs += [(f"~/input/{cam}/image", image),
                   (f"~/input/{cam}/camera_info", camera_info_topic(cam))]
     pairs += [(f"~/input/{radar}/points", pointcloud_topic(radar)) for radar in RADAR_NAMES]
     pairs.append(("~/input/keyframes", KEYFRAMES_TOPIC))
@@ -71,12 +84,13 @@ def file_parameters(path: str) -> dict:
     return values
 
 
-def detector_inputs(params: dict, compressed: bool) -> list[str]:
+def detector_inputs(params: dict, compressed: bool, camera_suffix: str = "") -> list[str]:
     """The topics the detector subscribes to with these parameters, under `remappings`."""
-    remap = dict(remappings(compressed))
-    private = [f"~/input/{cam}/{kind}" for cam in params.get("cameras", CAMERA_NAMES)
-               for kind in ("camera_info", "image")]
-    private += [f"~/input/{radar}/points" for radar in params.get("radars", RADAR_NAMES)]
+    remap = dict(remappings(compressed, camera_suffix))
+    cameras = string_list("cameras", params.get("cameras", CAMERA_NAMES))
+    private = [f"~/input/{cam}/{kind}" for cam in cameras for kind in ("camera_info", "image")]
+    private += [f"~/input/{radar}/points"
+                for radar in string_list("radars", params.get("radars", RADAR_NAMES))]
     if params.get("trigger") == "keyframes":
         private.append("~/input/keyframes")
     resolved = [remap.get(name, f"/{NODE_NAME}/{name[2:]}") for name in private]
@@ -98,10 +112,16 @@ def _setup(context):
                  "reliable_inputs": replay or arg["reliable_inputs"] == "true"}
     if replay:  # a bag is evaluated, not watched live: keep every keyframe the model lags on
         overrides["queue_size"] = max(int(file_values.get("queue_size", 1)), BAG_QUEUE_SIZE)
+    for sensors in ("cameras", "radars"):  # a subset; rcl cannot pass an empty list: "none"
+        if arg[sensors]:
+            file_values[sensors] = list(string_list(sensors, arg[sensors]))
+            overrides[sensors] = file_values[sensors] or "none"
     actions = [Node(package="imkd_ros", executable="detector", name=NODE_NAME, output="screen",
-                    parameters=[params_file, overrides], remappings=remappings(compressed))]
+                    parameters=[params_file, overrides],
+                    remappings=remappings(compressed, arg["camera_suffix"]))]
     if replay:
-        inputs = detector_inputs({**file_values, "trigger": arg["trigger"]}, compressed)
+        inputs = detector_inputs({**file_values, "trigger": arg["trigger"]}, compressed,
+                                 arg["camera_suffix"])
         actions.append(Node(package="imkd_ros", executable="imkd-replay", name="imkd_replay",
                             output="screen",
                             arguments=[arg["bag"], "--rate", arg["rate"], "--clock",

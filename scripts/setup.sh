@@ -18,11 +18,40 @@
 #      to the source, and lib/imkd_ros/<console script> as a link to pip's bin/<script>;
 #    - bin/activate appends the venv to AMENT_PREFIX_PATH (deactivate restores it).
 # A stamp over every input makes a second run a no-op that returns in well under a second.
+#
+# ROS_DISTRO_WHEELS=jazzy (`make setup-jazzy`) builds instead the ROS 2 Jazzy venv of the
+# cross-distro test (test/test_jazzy.py) in $IMKD_JAZZY_VENV (default
+# ${XDG_CACHE_HOME:-~/.cache}/imkd_ros/venv-jazzy, outside the clone so that it outlives it):
+# requirements/jazzy.txt (the node's runtime only) with the Jazzy pins of
+# requirements/constraints-jazzy.txt over the other pins of constraints.txt, and the
+# interfaces built with Jazzy's toolchain; not the project (run it with PYTHONPATH=<repo>), not
+# the command line, no ament prefix. Runs on one such venv take turns (a lock beside it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV=${IMKD_VENV:-$ROOT/.venv}
+DISTRO=${ROS_DISTRO_WHEELS:-kilted}
+case $DISTRO in
+    kilted)
+        VENV=${IMKD_VENV:-$ROOT/.venv}
+        REQUIREMENTS=requirements/requirements.txt
+        # every input of the venv but interfaces/ and scripts/setup.sh (inputs_hash adds those)
+        INPUTS=(requirements/requirements.txt requirements/constraints.txt
+                requirements/ros2cli.txt setup.py setup.cfg package.xml) ;;
+    jazzy)
+        VENV=${IMKD_JAZZY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/imkd_ros/venv-jazzy}
+        REQUIREMENTS=requirements/jazzy.txt
+        INPUTS=(requirements/jazzy.txt requirements/constraints-jazzy.txt
+                requirements/constraints.txt) ;;
+    *)
+        echo "setup: ROS_DISTRO_WHEELS=$DISTRO: expected kilted (the default) or jazzy" >&2
+        exit 1 ;;
+esac
 STAMP=$VENV/.imkd-setup-stamp
+if [[ $DISTRO == jazzy ]]; then
+    mkdir -p "$(dirname "$VENV")"
+    exec {lock_fd}>"$VENV.lock"
+    flock "$lock_fd"
+fi
 WHEELS=$(realpath -m "${ROS2CLI_WHEELS:-$ROOT/../shared/wheels/ros2cli}")
 
 # AMENT_PREFIX_PATH without this venv (which bin/activate adds): the sourced distros, one a line.
@@ -47,13 +76,14 @@ provided_by_distro() {
 
 inputs_hash() {
     {
-        (cd "$ROOT" && cat requirements/*.txt setup.py setup.cfg package.xml scripts/setup.sh \
-            $(find interfaces -type f | sort))
-        # a file added to or removed from what setup.py installs changes the venv's links
-        (cd "$ROOT" && find launch config resource -type f | sort)
-        echo "$WHEELS"
-        if [[ -d $WHEELS ]]; then
-            (cd "$WHEELS" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+        (cd "$ROOT" && cat "${INPUTS[@]}" scripts/setup.sh $(find interfaces -type f | sort))
+        if [[ $DISTRO == kilted ]]; then
+            # a file added to or removed from what setup.py installs changes the venv's links
+            (cd "$ROOT" && find launch config resource -type f | sort)
+            echo "$WHEELS"
+            if [[ -d $WHEELS ]]; then
+                (cd "$WHEELS" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+            fi
         fi
     } | sha256sum | cut -d' ' -f1
     # A distro sourced or unsourced since the last run changes what must be built.
@@ -84,12 +114,29 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 PY=$VENV/bin/python
 
-echo "setup: installing pinned dependencies"
+CONSTRAINTS=$ROOT/requirements/constraints.txt
+if [[ $DISTRO == jazzy ]]; then
+    # constraints-jazzy.txt, then constraints.txt's pins of everything else (no Kilted ros-*)
+    CONSTRAINTS=$VENV/constraints.txt
+    awk 'function name(line) {
+             line = tolower(line); sub(/[<>=!~;[ ].*/, "", line); gsub(/[-_.]+/, "-", line)
+             return line
+         }
+         /^[[:space:]]*(#|$)/ { next }
+         FNR == NR { jazzy[name($0)]; print; next }
+         !(name($0) in jazzy) && name($0) !~ /^ros-/' \
+        "$ROOT/requirements/constraints-jazzy.txt" "$ROOT/requirements/constraints.txt" \
+        >"$CONSTRAINTS"
+fi
+
+echo "setup: installing pinned dependencies ($DISTRO)"
 "$PY" -m pip install --quiet --disable-pip-version-check \
-    -c "$ROOT/requirements/constraints.txt" -r "$ROOT/requirements/requirements.txt" \
+    -c "$CONSTRAINTS" -r "$ROOT/$REQUIREMENTS" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-"$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
-    -e "$ROOT"
+if [[ $DISTRO == kilted ]]; then
+    "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+        -e "$ROOT"
+fi
 
 # --- interfaces ------------------------------------------------------------------------------
 # The wheels' exported CMake targets list two include directories of the machine they were
@@ -237,16 +284,23 @@ path.write_text(text)
 PYHOOK
 }
 
-checks=()
-if distro=$(provided_by_distro ros2cli || provided_by_distro launch); then
+checks=(rclpy vision_msgs.msg tf2_msgs.msg sensor_msgs.msg visualization_msgs.msg torch rosbags)
+check_path=
+if [[ $DISTRO == jazzy ]]; then
+    # the node from the sources, as test/test_jazzy.py runs it
+    checks+=(diagnostic_msgs.msg imkd_ros.detector_node)
+    check_path=$ROOT
+elif distro=$(provided_by_distro ros2cli || provided_by_distro launch); then
     echo "setup: the ROS 2 command line and launch come from $distro; not installing them"
+    checks+=(nuscenes imkd_core imkd_ros)
     unregister_package
     activate_hook remove
 else
+    checks+=(nuscenes imkd_core imkd_ros)
     if [[ -d $WHEELS ]]; then
         install_ros2cli
-        checks=(launch_ros.actions launch_testing launch_xml launch_yaml ros2cli.cli
-                composition_interfaces.srv rosidl_runtime_py sensor_msgs_py.point_cloud2)
+        checks+=(launch_ros.actions launch_testing launch_xml launch_yaml ros2cli.cli
+                 composition_interfaces.srv rosidl_runtime_py sensor_msgs_py.point_cloud2)
     else
         echo "setup: no ROS 2 command line wheels in $WHEELS (ROS2CLI_WHEELS=... names" \
             "another folder); not installing \`ros2\` and launch (README: \`ros2 launch\`" \
@@ -256,12 +310,10 @@ else
     activate_hook add
 fi
 
-"$PY" - "${checks[@]}" <<'PYCHECK'
+env ${check_path:+PYTHONPATH=$check_path} "$PY" - "${checks[@]}" <<'PYCHECK'
 import importlib
 import sys
-for module in ("rclpy", "vision_msgs.msg", "tf2_msgs.msg", "sensor_msgs.msg",
-               "visualization_msgs.msg", "torch", "nuscenes", "rosbags", "imkd_core", "imkd_ros",
-               *sys.argv[1:]):
+for module in sys.argv[1:]:
     importlib.import_module(module)
 print("setup: all imports work")
 PYCHECK

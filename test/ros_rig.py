@@ -208,8 +208,11 @@ class Rig:
         return msg
 
     def camera_info(self, cam: str, stamp: int, width: int = 64) -> CameraInfo:
+        """Pinhole, for `image`'s 4:3 images `width` wide (D all zero, P unset)."""
         f = 0.8 * width
-        msg = CameraInfo(k=[f, 0.0, width / 2, 0.0, f, 0.375 * width, 0.0, 0.0, 1.0])
+        msg = CameraInfo(k=[f, 0.0, width / 2, 0.0, f, 0.375 * width, 0.0, 0.0, 1.0],
+                         width=width, height=width * 3 // 4, distortion_model="plumb_bob",
+                         d=[0.0] * 5)
         msg.header.frame_id = cam
         msg.header.stamp.sec, msg.header.stamp.nanosec = stamp // NS, stamp % NS
         return msg

@@ -16,10 +16,10 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from imkd_core.geometry import box_corners, make_transform, matrix_to_quaternion, quaternion_yaw
 from imkd_core.sample import CLASSES, NUSCENES_RADAR_FIELDS, Boxes
+from imkd_core.wire.camera_model import CameraModel
 from imkd_core.wire.cdr import detections_cdr, markers_cdr
 from imkd_core.wire.fields import (
     WireError,
-    camera_info_intrinsics,
     image_from_msg,
     radar_points,
     stamp_ns,
@@ -102,13 +102,16 @@ def test_bad_compressed_images():
 
 
 def test_camera_info_k_checked():
+    """rclpy's CameraInfo (arrays for k, d, p) through `camera_model`; the rules are tested in
+    test_camera_model.py."""
     K = [1266.4, 0.0, 816.3, 0.0, 1266.4, 491.5, 0.0, 0.0, 1.0]
-    np.testing.assert_array_equal(camera_info_intrinsics(CameraInfo(k=K)),
+    msg = CameraInfo(width=1600, height=900, distortion_model="plumb_bob", d=[0.0] * 5, k=K)
+    np.testing.assert_array_equal(CameraModel.from_msg(msg).for_image(1600, 900).K,
                                   np.reshape(K, (3, 3)))
     with pytest.raises(WireError, match="not a pinhole"):
-        camera_info_intrinsics(CameraInfo())  # all-zero K
+        CameraModel.from_msg(CameraInfo())  # all-zero K
     with pytest.raises(WireError, match="non-finite"):
-        camera_info_intrinsics(CameraInfo(k=[np.nan, *K[1:]]))
+        CameraModel.from_msg(CameraInfo(k=[np.nan, *K[1:]]))
 
 
 def radar_cloud(points: np.ndarray) -> PointCloud2:

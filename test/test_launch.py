@@ -9,6 +9,7 @@ through `LaunchService`; test_ros2_launch.py runs `ros2 launch` with a bag."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import runpy
 import subprocess
@@ -24,6 +25,7 @@ import yaml
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_rig import ament_prefix_path, write_random_checkpoint
+from std_msgs.msg import String
 from vision_msgs.msg import LabelInfo
 
 from imkd_core.wire.names import KEYFRAMES_TOPIC, camera_info_topic, image_topic, pointcloud_topic
@@ -148,6 +150,11 @@ def test_replay_waits_for_exactly_the_detector_inputs(tmp_path):
     assert namespace["detector_inputs"]({**values, "trigger": "keyframes"}, False) == [
         "/tf", "/tf_static", "/CAM_FRONT/camera_info", "/CAM_FRONT/image_raw", "/RADAR_FRONT",
         KEYFRAMES_TOPIC]
+    camera_only = {"cameras": "CAM_FRONT", "radars": "none", "trigger": "cameras"}
+    assert namespace["detector_inputs"](camera_only, False) == [
+        "/tf", "/tf_static", "/CAM_FRONT/camera_info", "/CAM_FRONT/image_raw"]
+    assert namespace["detector_inputs"]({"cameras": ["CAM_FRONT"], "radars": []}, False)[-1] == (
+        "/CAM_FRONT/image_raw")
     defaults = namespace["file_parameters"](str(LAUNCH_FILE.parents[1] / "config/detector.yaml"))
     inputs = namespace["detector_inputs"]({**defaults, "trigger": "cameras"}, True)
     assert len(inputs) == 2 + 2 * 6 + 5 and image_topic("CAM_BACK", True) in inputs
@@ -183,7 +190,9 @@ def test_parameter_file_loads_into_the_node(install_tree, tmp_path):
 def test_launch_with_launch_testing(tmp_path, monkeypatch):
     """LaunchService.run() works only in the main thread (it installs signal handlers): it runs
     there, and a thread does the DDS checks: the launched detector publishes its latched label
-    info, then `LaunchService.shutdown()` (SIGINT to the node) ends it with exit code 0."""
+    info, and its status says it runs the sensor subset given as launch arguments (camera-only:
+    `radars:=none`), then `LaunchService.shutdown()` (SIGINT to the node) ends it with exit
+    code 0."""
     pytest.importorskip("launch_ros", reason="launch_ros is not importable here: `make setup` "
                                              "installs it from ../shared/wheels/ros2cli")
     from launch.actions import IncludeLaunchDescription, RegisterEventHandler
@@ -201,8 +210,10 @@ def test_launch_with_launch_testing(tmp_path, monkeypatch):
             {event.action.name: event.returncode}))),
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
-            launch_arguments={"checkpoint": str(checkpoint), "device": "cpu"}.items())]))
+            launch_arguments={"checkpoint": str(checkpoint), "device": "cpu",
+                              "cameras": "CAM_FRONT,CAM_BACK", "radars": "none"}.items())]))
     received: list[LabelInfo] = []
+    statuses: list[dict] = []
     launch_ended = threading.Event()
 
     def listen() -> None:
@@ -214,10 +225,14 @@ def test_launch_with_launch_testing(tmp_path, monkeypatch):
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL)
             node.create_subscription(LabelInfo, "/imkd_detector/output/label_info",
                                      received.append, latched)
+            node.create_subscription(String, "/imkd_detector/debug/status",
+                                     lambda m: statuses.append(json.loads(m.data)),
+                                     QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
             executor = SingleThreadedExecutor(context=context)
             executor.add_node(node)
             deadline = time.monotonic() + 60
-            while not received and not launch_ended.is_set() and time.monotonic() < deadline:
+            while not (received and statuses) and not launch_ended.is_set() and (
+                    time.monotonic() < deadline):
                 executor.spin_once(timeout_sec=0.1)
             node.destroy_node()
         finally:
@@ -233,5 +248,10 @@ def test_launch_with_launch_testing(tmp_path, monkeypatch):
         listener.join(timeout=30)
     assert received, "the launched detector never published its label info"
     assert len(received[0].class_map) == 10
+    assert statuses and statuses[0]["mode"] == "degraded"
+    assert statuses[0]["configured_without"] == (
+        "configured without cameras CAM_FRONT_RIGHT, CAM_BACK_RIGHT, CAM_BACK_LEFT, "
+        "CAM_FRONT_LEFT and radars RADAR_FRONT, RADAR_FRONT_RIGHT, RADAR_BACK_RIGHT, "
+        "RADAR_BACK_LEFT, RADAR_FRONT_LEFT")
     assert code == 0
     assert list(exits.values()) == [0], exits  # the detector, Ctrl-C'd by launch: clean

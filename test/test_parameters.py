@@ -88,6 +88,66 @@ def test_every_rule_is_checked_and_named(tmp_path):
         assert message in str(info.value)
 
 
+def test_string_arrays_take_lists_comma_separated_names_and_none():
+    assert parameters.string_list("radars", ["RADAR_FRONT"]) == ("RADAR_FRONT",)
+    assert parameters.string_list("radars", "RADAR_FRONT, RADAR_BACK_LEFT") == (
+        "RADAR_FRONT", "RADAR_BACK_LEFT")
+    assert parameters.string_list("radars", "[RADAR_FRONT,RADAR_BACK_LEFT]") == (
+        "RADAR_FRONT", "RADAR_BACK_LEFT")
+    for empty in (None, "", "none", "None", "[]", " [ ] ", []):
+        assert parameters.string_list("radars", empty) == ()
+    with pytest.raises(ParameterError, match="parameter 'radars' = 3: must be a list of names"):
+        parameters.string_list("radars", 3)
+    with pytest.raises(ParameterError, match=r"parameter 'radars' = \['A', ''\]: names must"):
+        DetectorParams.from_values({"checkpoint": __file__, "radars": "A,"})
+
+
+def test_a_sensor_subset_is_named_and_an_unknown_camera_refused():
+    model = ("CAM_FRONT", "CAM_BACK")
+    full = DetectorParams(checkpoint=__file__, cameras=model)
+    assert full.configured_without(model) == ""
+    radar_subset = DetectorParams(checkpoint=__file__, cameras=model,
+                                  radars=("RADAR_FRONT", "RADAR_BACK_LEFT", "RADAR_BACK_RIGHT"))
+    assert radar_subset.configured_without(model) == (
+        "configured without radars RADAR_FRONT_RIGHT, RADAR_FRONT_LEFT")
+    camera_only = DetectorParams(checkpoint=__file__, cameras=("CAM_BACK",), radars=())
+    assert camera_only.configured_without(model) == (
+        "configured without cameras CAM_FRONT and radars RADAR_FRONT, RADAR_FRONT_RIGHT, "
+        "RADAR_BACK_RIGHT, RADAR_BACK_LEFT, RADAR_FRONT_LEFT")
+    other_names = DetectorParams(checkpoint=__file__, cameras=model, radars=("front_radar",))
+    assert other_names.configured_without(model) == "configured without radars (1 of 5)"
+    with pytest.raises(ParameterError, match="CAM_SIDE not among the model's cameras"):
+        DetectorParams(checkpoint=__file__, cameras=("CAM_SIDE",)).configured_without(model)
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("given, radars", [
+    (["-p", "radars:=[]"], ()),
+    (["-p", "radars:=none"], ()),
+    (["-p", "radars:=RADAR_FRONT,RADAR_BACK_LEFT"], ("RADAR_FRONT", "RADAR_BACK_LEFT")),
+    (["-p", "radars:=[RADAR_FRONT]"], ("RADAR_FRONT",)),
+    ("yaml", ()),
+    ([], DetectorParams.radars),
+])
+def test_sensor_subsets_from_the_command_line_and_yaml(tmp_path, given, radars):
+    """`-p radars:=[]` and `radars: []` reach rclpy as no value at all: taken as none."""
+    if given == "yaml":
+        (tmp_path / "p.yaml").write_text("/**:\n  ros__parameters:\n    radars: []\n")
+        given = ["--params-file", str(tmp_path / "p.yaml")]
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node(parameters.NODE_NAME, context=context,
+                                 cli_args=["--ros-args", "-p", f"checkpoint:={__file__}",
+                                           *given])
+        try:
+            assert parameters.declare(node).radars == radars
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
 @pytest.mark.ros
 def test_node_declares_the_table_as_ros2_param_describe_shows_it(tmp_path):
     checkpoint = write_random_checkpoint(tmp_path / "model.pt")

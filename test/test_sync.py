@@ -1,10 +1,11 @@
-"""The synchroniser, without rclpy: triggering, bounds, degraded modes, stamps going back."""
+"""The synchroniser, without rclpy: triggering, bounds, degraded modes, stamps going back,
+duplicate messages and clock jumps."""
 
 from __future__ import annotations
 
 import pytest
 
-from imkd_ros.sync import SensorSync, SyncConfig
+from imkd_ros.sync import BACKWARDS, SensorSync, SyncConfig
 
 MS = 1_000_000
 CAMS = ("CAM_A", "CAM_B", "CAM_C")
@@ -137,7 +138,7 @@ def test_stamps_going_backwards_reset_cleanly():
     _, reset = sync.add_radar("RADAR_B", t0 - 30 * MS, "start")
     assert not reset  # RADAR_B's first sweep ever: nothing to go back from
     frame_set, reset = sync.add_camera("CAM_A", t0, "a")
-    assert reset and frame_set is None
+    assert reset == BACKWARDS and frame_set is None
     assert sync.counters.resets == 1
     # Pre-loop data is gone (no pairing with the pending frame, no old radar sweep) ...
     frame_set, reset = sync.add_camera("CAM_B", t0 + 10 * MS, "b")
@@ -153,7 +154,7 @@ def test_stamps_going_backwards_reset_cleanly():
 def test_radar_stamp_going_backwards_resets():
     sync = make_sync()
     sync.add_radar("RADAR_A", 5_000 * MS, 1)
-    assert sync.add_radar("RADAR_A", 4_000 * MS, 2) == (None, True)
+    assert sync.add_radar("RADAR_A", 4_000 * MS, 2) == (None, BACKWARDS)
     assert sync.counters.resets == 1
     [frame_set] = feed_cameras(sync, 4_050 * MS)
     assert [s.payload for s in frame_set.radars["RADAR_A"]] == [2]
@@ -161,8 +162,8 @@ def test_radar_stamp_going_backwards_resets():
 
 def test_unknown_sensor_is_counted_not_stored():
     sync = make_sync()
-    assert sync.add_camera("CAM_X", 1, "x") == (None, False)
-    assert sync.add_radar("RADAR_X", 1, "x") == (None, False)
+    assert sync.add_camera("CAM_X", 1, "x") == (None, "")
+    assert sync.add_radar("RADAR_X", 1, "x") == (None, "")
     assert sync.counters.unknown_sensor == 2
 
 
@@ -189,7 +190,7 @@ def test_keyframe_mode_emits_exactly_the_named_messages():
     key = {"CAM_A": t0 - 20 * MS, "CAM_B": t0, "CAM_C": t0 + 15 * MS, "RADAR_A": t0 + 10 * MS}
     # Camera frames of two rounds arrive; cameras alone never trigger in this mode.
     for cam in CAMS:
-        assert sync.add_camera(cam, key[cam], f"{cam}-key") == (None, False)
+        assert sync.add_camera(cam, key[cam], f"{cam}-key") == (None, "")
     assert sync.add_camera("CAM_A", key["CAM_A"] + 83 * MS, "next")[0] is None
     frame_set, reset = sync.add_keyframe(t0, t0 - 1 * MS, key)
     assert not reset and frame_set is not None
@@ -230,3 +231,89 @@ def test_keyframe_mode_blanks_stale_camera():
     assert sync.status()["stale_cameras"] == ["CAM_C"]
     with pytest.raises(RuntimeError, match="trigger='keyframes'"):
         make_sync().add_keyframe(1, 1, {})
+
+
+# ------------------------------------------------------------------------ duplicates and time
+def test_a_message_delivered_twice_gives_one_frame_set():
+    """A one-camera rig (and a stale camera under `blank`) used to emit a second set for a
+    repeated image; a repeated radar sweep would have been aggregated twice."""
+    sync = make_sync(cameras=("CAM_A",))
+    t0 = 1_000 * MS
+    sync.add_radar("RADAR_A", t0 - 20 * MS, "sweep")
+    assert sync.add_radar("RADAR_A", t0 - 20 * MS, "sweep again") == (None, "")
+    first, _ = sync.add_camera("CAM_A", t0, "a")
+    assert first is not None
+    assert [s.payload for s in first.radars["RADAR_A"]] == ["sweep"]  # not twice
+    assert sync.add_camera("CAM_A", t0, "a again") == (None, "")
+    assert sync.counters.triggered == 1 and sync.status()["duplicates"] == 2
+    assert sync.drop_duplicate("CAM_A", t0) and not sync.drop_duplicate("CAM_A", t0 + 83 * MS)
+    assert sync.add_camera("CAM_A", t0 + 83 * MS, "next")[0] is not None  # life goes on
+
+
+def test_duplicates_interleaved_with_other_sensors_are_dropped_per_sensor():
+    sync = make_sync()
+    t0 = 1_000 * MS
+    sets = []
+    for cam, off in (("CAM_A", 0), ("CAM_B", 10), ("CAM_A", 0), ("CAM_C", 20), ("CAM_C", 20),
+                     ("CAM_B", 10)):
+        frame_set, reset = sync.add_camera(cam, t0 + off * MS, cam)
+        assert not reset
+        sets += [frame_set] if frame_set is not None else []
+    assert len(sets) == 1 and sync.counters.duplicates == 3
+
+
+def test_keyframe_record_delivered_twice_is_one_request():
+    sync = make_sync(trigger="keyframes")
+    t0 = 10_000 * MS
+    key = {"CAM_A": t0, "CAM_B": t0 + 5 * MS, "CAM_C": t0 + 9 * MS}
+    assert sync.add_keyframe(t0, t0, key) == (None, "")
+    assert sync.add_keyframe(t0, t0, key) == (None, "")
+    assert len(sync._requests) == 1 and sync.counters.duplicates == 1
+    for cam in CAMS:
+        frame_set, _ = sync.add_camera(cam, key[cam], cam)
+    assert frame_set is not None and sync.counters.keyframes_dropped == 0
+
+
+def test_one_future_stamp_cannot_wedge_the_synchroniser():
+    """CAM_A sends one image stamped far in the future, then dies. Before, 'now' stayed in
+    the future: every other camera looked stale for good and no set was ever emitted."""
+    sync = make_sync(max_jump_ns=5_000 * MS)
+    t0 = 1_000 * MS
+    assert len(feed_cameras(sync, t0)) == 1
+    _, reset = sync.add_camera("CAM_A", t0 + 3600 * 10**9, "future")
+    assert reset.startswith("stamp jumped 3600.0 s ahead (clock jump?)")
+    _, reset = sync.add_camera("CAM_B", t0 + 93 * MS, "b")  # normal time again
+    assert reset.startswith("stamp 3599.9 s behind a jump ahead")
+    assert sync.counters.resets == 2
+    emitted = []
+    for k in range(2, 10):  # CAM_A stays silent: stale after 500 ms, blanked
+        emitted += feed_cameras(sync, t0 + k * 83 * MS, offsets=(10, 20), cams=CAMS[1:])
+    assert emitted and emitted[-1].missing_cameras == ("CAM_A",)
+    assert emitted[-1].stamp < t0 + 10**9 and sync.counters.resets == 2
+
+
+def test_clock_jump_forward_and_back_recovers_like_a_bag_loop():
+    sync = make_sync(max_jump_ns=5_000 * MS)
+    t0, jump = 1_000 * MS, 86_400 * 10**9
+    assert len(feed_cameras(sync, t0)) == 1
+    # Every sensor jumps a day ahead and stays there for a while: detection goes on there
+    # (as after a bag loop, what came before the first camera of the new time is cleared) ...
+    ahead = feed_cameras(sync, t0 + jump + 83 * MS)
+    sync.add_radar("RADAR_A", t0 + jump + 146 * MS, "future sweep")
+    ahead += feed_cameras(sync, t0 + jump + 166 * MS)
+    assert [s.stamp for s in ahead] == [t0 + jump + 103 * MS, t0 + jump + 186 * MS]
+    assert [s.payload for s in ahead[1].radars["RADAR_A"]] == ["future sweep"]
+    assert sync.counters.resets == 1
+    # ... and when the clock comes back, state resets once more and normal sets follow.
+    back = feed_cameras(sync, t0 + 249 * MS) + feed_cameras(sync, t0 + 332 * MS)
+    assert [s.stamp for s in back] == [t0 + 269 * MS, t0 + 352 * MS]
+    assert back[-1].missing_cameras == () and back[-1].radars["RADAR_A"] == []
+    assert sync.counters.resets == 2 and sync.stale_cameras() == ()
+
+
+def test_small_forward_gaps_are_not_jumps():
+    sync = make_sync(max_jump_ns=5_000 * MS)
+    t0 = 1_000 * MS
+    feed_cameras(sync, t0)
+    assert len(feed_cameras(sync, t0 + 4_000 * MS)) == 1  # a 4 s dropout of every camera
+    assert sync.counters.resets == 0

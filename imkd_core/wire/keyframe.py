@@ -21,6 +21,7 @@ can ignore the topic.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,25 +50,52 @@ class KeyframeRecord:
 
     @classmethod
     def from_json(cls, text: str) -> KeyframeRecord:
-        """Parse a record; anything that is not one raises `WireError` saying what is wrong."""
+        """Parse a record; anything that is not one (not JSON, too large or deep, a field of
+        the wrong type, a stamp outside int64 nanoseconds, boxes that do not line up) raises
+        `WireError` saying what is wrong."""
+        if not isinstance(text, str | bytes):
+            raise WireError(f"not text but {type(text).__name__}")
+        if len(text) > MAX_RECORD_CHARS:
+            raise WireError(f"{len(text)} characters exceed the cap of {MAX_RECORD_CHARS}")
         try:
             record = json.loads(text)
-        except ValueError as exc:
-            raise WireError(f"not JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+            raise WireError(f"not JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
         if not isinstance(record, dict):
             raise WireError(f"not a JSON object but {type(record).__name__}")
         if record.get("format") != KEYFRAME_FORMAT:
-            raise WireError(f"format {record.get('format')!r}, expected {KEYFRAME_FORMAT!r}")
+            raise WireError(f"format {str(record.get('format'))!r:.80}, expected "
+                            f"{KEYFRAME_FORMAT!r}")
+        for name in ("token", "scene", "scene_start", "timestamp", "data"):
+            if name not in record:
+                raise WireError(f"no field {name!r}")
+        if not isinstance(record["data"], dict):
+            raise WireError(f"field 'data' must be an object, got "
+                            f"{type(record['data']).__name__}")
         try:
             return cls(token=str(record["token"]), scene=str(record["scene"]),
-                       scene_start=int(record["scene_start"]),
-                       timestamp=int(record["timestamp"]),
-                       data={str(k): int(v) for k, v in record["data"].items()},
+                       scene_start=_stamp(record["scene_start"], "scene_start"),
+                       timestamp=_stamp(record["timestamp"], "timestamp"),
+                       data={str(k): _stamp(v, f"data.{k}") for k, v in record["data"].items()},
                        gt=boxes_from_json(record.get("gt")))
-        except KeyError as exc:
-            raise WireError(f"no field {exc}") from None
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise WireError(f"malformed field ({exc})") from None
+        except WireError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise WireError(f"malformed field ({type(exc).__name__}: {str(exc)[:100]})") from None
+
+
+MAX_RECORD_CHARS = 16 << 20  # a record with a few hundred boxes is tens of kB
+
+
+def _stamp(value, what: str) -> int:
+    """A JSON number that is an integral int64 nanosecond stamp (no bools, NaN or fractions)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WireError(f"{what} must be an integer stamp, got {type(value).__name__}")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise WireError(f"{what} must be an integer stamp, got {value!r}")
+    if not 0 <= value < 2**63:
+        raise WireError(f"{what} {value} outside [0, 2^63) ns")
+    return int(value)
 
 
 def boxes_to_json(boxes: Boxes | None) -> dict | None:
@@ -98,7 +126,11 @@ def boxes_from_json(data: dict | None) -> Boxes | None:
     def ints(values):
         return None if values is None else np.asarray(values, dtype=np.int64).reshape(-1)
 
+    if not isinstance(data, dict):
+        raise TypeError(f"gt must be an object, got {type(data).__name__}")
     params = np.asarray(data["params"], dtype=np.float64).reshape(-1, 9)
+    if len(data["labels"]) != len(params):
+        raise ValueError(f"{len(params)} boxes but {len(data['labels'])} labels")
     return Boxes(
         params=params,
         labels=np.asarray([CLASS_INDEX[n] for n in data["labels"]], dtype=np.int64),

@@ -7,13 +7,24 @@ such a byte layout into numpy arrays through one structured dtype (no per-point 
 back. It takes plain values, not message objects; `imkd_core.wire.fields.pointcloud2_array`
 reads them off a message, a rosbags one (bags) or an rclpy one (the node) alike.
 
-Validation is strict: a field that sticks out of its point, a point that sticks out of its row,
+Validation is strict and comes before any work: every header value must be an integer in its
+ROS range (uint32), and every product of width, height, point_step, row_step, field offsets and
+counts is checked in Python integers (no overflow) against the data length and against the
+absolute caps below. A field that sticks out of its point, a point that sticks out of its row,
 a buffer that is shorter or longer than `row_step * height`, an unknown datatype, a repeated or
-missing field name all raise `PointCloud2Error` with the numbers that do not add up.
+missing field name, a layout over a cap all raise `PointCloud2Error` with the numbers that do
+not add up. A big-endian cloud (`is_bigendian`) is read with big-endian dtypes: its values
+come out right on any host, never as little-endian bytes.
+
+Memory is bounded by the input: the decoded records are a view of `data` (or, with row padding,
+a copy no larger than it), and `decode_pointcloud2` refuses an output array over `max_bytes`
+(default `MAX_DECODE_BYTES`) before allocating it.
 """
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,6 +38,14 @@ _NUMPY_CHAR = {INT8: "i1", UINT8: "u1", INT16: "i2", UINT16: "u2",
 _FROM_NUMPY = {np.dtype(v).newbyteorder("=").str[1:]: k for k, v in _NUMPY_CHAR.items()}
 
 Field = tuple[str, int, int, int]  # (name, offset, datatype, count)
+
+# Absolute caps, far above any real sensor (an Ouster or Velodyne point is <= 64 bytes, a few
+# dozen fields), so that a header alone cannot ask for absurd work.
+UINT32_MAX = 2**32 - 1  # width, height, point_step, row_step, offset, count are uint32
+MAX_FIELDS = 1024
+MAX_POINT_STEP = 1 << 16  # bytes per point
+MAX_POINTS = 1 << 27  # width * height
+MAX_DECODE_BYTES = 1 << 30  # the (N, K) array decode_pointcloud2 may allocate
 
 
 class PointCloud2Error(ValueError):
@@ -60,14 +79,47 @@ def datatype_of(dtype) -> int:
         raise PointCloud2Error(f"numpy dtype {dtype} has no PointField datatype") from None
 
 
+def _integer(value, what: str) -> int:
+    """A header value as a Python int (ints, numpy integers; no floats, no strings)."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise PointCloud2Error(f"{what} must be an integer, got {value!r:.40}") from None
+
+
+def _uint32(value, what: str) -> int:
+    """A header value as a Python int in the uint32 range ROS gives it, or `PointCloud2Error`."""
+    number = _integer(value, what)
+    if not 0 <= number <= UINT32_MAX:
+        raise PointCloud2Error(f"{what} {number} outside the uint32 range [0, {UINT32_MAX}]")
+    return number
+
+
 def _normalise_fields(fields) -> list[Field]:
+    try:
+        fields = list(fields)
+    except TypeError:
+        raise PointCloud2Error(f"fields must be a sequence, got {type(fields).__name__}") from None
+    if len(fields) > MAX_FIELDS:
+        raise PointCloud2Error(f"{len(fields)} fields exceed the cap of {MAX_FIELDS}")
     out = []
-    for f in fields:
-        if isinstance(f, tuple | list):
-            name, offset, datatype, count = f
-        else:  # a PointField-like object (rosbags or rclpy message)
-            name, offset, datatype, count = f.name, f.offset, f.datatype, f.count
-        out.append((str(name), int(offset), int(datatype), int(count)))
+    for i, f in enumerate(fields):
+        try:
+            if isinstance(f, tuple | list):
+                name, offset, datatype, count = f
+            else:  # a PointField-like object (rosbags or rclpy message)
+                name, offset, datatype, count = f.name, f.offset, f.datatype, f.count
+        except (ValueError, TypeError, AttributeError):
+            raise PointCloud2Error(f"field {i} is not (name, offset, datatype, count): "
+                                   f"{f!r:.80}") from None
+        if not isinstance(name, str):
+            raise PointCloud2Error(f"field {i}: name must be a string, got {name!r:.40}")
+        count = _integer(count, f"field {name!r}: count")
+        if count < 0:
+            raise PointCloud2Error(f"field {name!r}: negative count {count}")
+        # offset and count are range-checked against point_step in structured_dtype
+        out.append((name, _integer(offset, f"field {name!r}: offset"),
+                    _integer(datatype, f"field {name!r}: datatype"), count))
     return out
 
 
@@ -78,15 +130,16 @@ def structured_dtype(fields, point_step: int, is_bigendian: bool = False) -> np.
     no bytes, as in ROS).
     """
     fields = _normalise_fields(fields)
-    if point_step <= 0:
+    if isinstance(point_step, int | np.integer) and point_step <= 0:
         raise PointCloud2Error(f"point_step must be > 0, got {point_step}")
+    point_step = _uint32(point_step, "point_step")
+    if point_step > MAX_POINT_STEP:
+        raise PointCloud2Error(f"point_step {point_step} exceeds the cap of {MAX_POINT_STEP}")
     names, formats, offsets = [], [], []
     seen: set[str] = set()
     for name, offset, datatype, count in fields:
         if count == 0:
             continue
-        if count < 0:
-            raise PointCloud2Error(f"field {name!r}: negative count {count}")
         if name in seen:
             raise PointCloud2Error(f"field {name!r} appears twice")
         seen.add(name)
@@ -112,10 +165,11 @@ def _as_bytes_array(data) -> np.ndarray:
         return np.ascontiguousarray(data).reshape(-1)
     try:
         view = memoryview(data)
-    except TypeError:
-        raise PointCloud2Error(f"data must be bytes-like, got {type(data).__name__}") from None
-    return np.frombuffer(view.cast("B") if view.ndim != 1 or view.format != "B" else view,
-                         dtype=np.uint8)
+        return np.frombuffer(view.cast("B") if view.ndim != 1 or view.format != "B" else view,
+                             dtype=np.uint8)
+    except (TypeError, ValueError) as exc:  # not a buffer, or a non-contiguous one
+        raise PointCloud2Error(f"data must be bytes-like and contiguous, got "
+                               f"{type(data).__name__} ({exc})") from None
 
 
 def decode_pointcloud2_structured(fields, data, width: int, height: int, point_step: int,
@@ -123,9 +177,14 @@ def decode_pointcloud2_structured(fields, data, width: int, height: int, point_s
     """The points as a 1-D structured array of `width * height` records (a view when no row
     padding needs removing; read-only when `data` is bytes)."""
     dtype = structured_dtype(fields, point_step, is_bigendian)
-    width, height, row_step = int(width), int(height), int(row_step)
-    if width < 0 or height < 0:
+    if isinstance(width, int | np.integer) and isinstance(height, int | np.integer) and (
+            width < 0 or height < 0):
         raise PointCloud2Error(f"width {width} and height {height} must be >= 0")
+    width, height = _uint32(width, "width"), _uint32(height, "height")
+    row_step, point_step = _uint32(row_step, "row_step"), dtype.itemsize
+    if width * height > MAX_POINTS:
+        raise PointCloud2Error(f"width * height = {width} * {height} points exceed the cap of "
+                               f"{MAX_POINTS}")
     if row_step < width * point_step:
         raise PointCloud2Error(
             f"row_step {row_step} is shorter than width * point_step = {width} * {point_step}")
@@ -148,11 +207,13 @@ def decode_pointcloud2_structured(fields, data, width: int, height: int, point_s
 
 def decode_pointcloud2(fields, data, width: int, height: int, point_step: int, row_step: int,
                        is_bigendian: bool = False, names: Sequence[str] | None = None,
-                       dtype=np.float32) -> np.ndarray:
+                       dtype=np.float32, max_bytes: int = MAX_DECODE_BYTES) -> np.ndarray:
     """The points as a (width * height, K) array of `dtype`, one column per name in `names`
     (default: every field, in offset order; a field with count c gives c columns).
 
-    A name that is not among the fields raises `PointCloud2Error` listing the ones there are.
+    A name that is not among the fields raises `PointCloud2Error` listing the ones there are;
+    so does an output array of more than `max_bytes`, before it is allocated. A value outside
+    `dtype`'s range becomes +-inf (float) as numpy casts it, without a warning.
     """
     records = decode_pointcloud2_structured(fields, data, width, height, point_step, row_step,
                                             is_bigendian)
@@ -162,18 +223,18 @@ def decode_pointcloud2(fields, data, width: int, height: int, point_step: int, r
     missing = [n for n in names if n not in available]
     if missing:
         raise PointCloud2Error(f"fields {missing} not in the cloud (it has {list(available)})")
-    columns = []
-    for name in names:
-        column = records[name]
-        columns.append(column.reshape(len(records), int(np.prod(column.shape[1:]))))
-    if not columns:
-        return np.zeros((len(records), 0), dtype=dtype)
-    widths = [c.shape[1] for c in columns]
-    out = np.empty((len(records), sum(widths)), dtype=dtype)
+    widths = [math.prod(records.dtype.fields[n][0].shape) for n in names]
+    out_dtype = np.dtype(dtype)
+    need = len(records) * sum(widths) * out_dtype.itemsize
+    if need > max_bytes:
+        raise PointCloud2Error(f"decoding {len(records)} points x {sum(widths)} values as "
+                               f"{out_dtype} needs {need} bytes, over the budget of {max_bytes}")
+    out = np.empty((len(records), sum(widths)), dtype=out_dtype)
     start = 0
-    for column, w in zip(columns, widths):
-        out[:, start:start + w] = column
-        start += w
+    with np.errstate(over="ignore", invalid="ignore"):  # FLOAT64 beyond float32: +-inf
+        for name, w in zip(names, widths):
+            out[:, start:start + w] = records[name].reshape(len(records), w)
+            start += w
     return out
 
 
