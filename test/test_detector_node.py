@@ -21,6 +21,7 @@ from imkd_core.data.bag_reader import read_bag_samples
 from imkd_core.data.options import ReaderOptions
 from imkd_core.data.world.config import WorldConfig
 from imkd_core.data.world.generate import generate_world
+from imkd_core.export import export_checkpoint
 from imkd_core.geometry import make_transform, quaternion_yaw
 from imkd_core.pipeline import DetectorPipeline
 from imkd_core.sample import CAMERA_NAMES, CLASSES, NUSCENES_RADAR_FIELDS, RADAR_NAMES
@@ -60,6 +61,7 @@ def unique(prefix: str) -> str:
     ({"radar_sweeps": 0}, "parameter 'radar_sweeps' = 0: must be >= 1"),
     ({"trigger": "lidar"}, "parameter 'trigger' = 'lidar'"),
     ({"cameras": ["CAM_FRONT", "CAM_FRONT"]}, "parameter 'cameras'"),
+    ({"cameras": ["CAM_FRONT", "CAM_SIDE"]}, "CAM_SIDE not among the model's cameras"),
 ])
 def test_bad_parameter_stops_start_up_naming_it(checkpoint, context, override, message):
     params = {"checkpoint": str(checkpoint), **override}
@@ -213,9 +215,99 @@ def test_bad_input_never_stops_it(checkpoint, context, tmp_path):
     assert code == 0
 
 
+# ------------------------------------------------------------- real cameras, subsets and time
+def test_camera_only_distorted_camera_sim_time_duplicates_and_clock_jump(checkpoint, context,
+                                                                        tmp_path):
+    """One camera and `-p radars:=[]` from the command line (a camera-only subset of the
+    six-camera, five-radar model): detections, and the status says degraded and why. The
+    camera is distorted and calibrated at twice the image size: its images are rectified and
+    its K scaled; an image of another aspect is refused with both sizes named. The node runs on
+    /clock (use_sim_time); an image delivered twice gives one output; a clock jump a day ahead
+    and back recovers as a bag loop does."""
+    from rosgraph_msgs.msg import Clock
+
+    name = unique("det_subset")
+    node = DetectorProcess(name, {
+        "checkpoint": str(checkpoint), "device": "cpu", "cameras": ["CAM_FRONT"],
+        "radars": [], "score_threshold": 0.0, "status_period": 0.2, "queue_size": 4,
+        "use_sim_time": True}, tmp_path)
+    rig = Rig(context, name, ("CAM_FRONT",), ())
+    clock = rig.node.create_publisher(Clock, "/clock", 10)
+
+    def distorted_info(cam, stamp, width=64):  # calibrated at 128 x 96, a wide-angle lens
+        msg = CameraInfo(width=128, height=96, distortion_model="plumb_bob",
+                         d=[-0.3, 0.08, 0.0, 0.0, 0.0],
+                         k=[100.0, 0.0, 64.0, 0.0, 100.0, 48.0, 0.0, 0.0, 1.0],
+                         p=[90.0, 0.0, 64.0, 0.0, 0.0, 90.0, 48.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+        msg.header.frame_id = cam
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp // NS, stamp % NS
+        return msg
+
+    rig.camera_info = distorted_info
+
+    def frame(stamp):
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = stamp // NS, stamp % NS
+        clock.publish(msg)
+        rig.publish_frame(stamp)
+
+    def stamps():
+        return [_stamp(d) for d in rig.detections]
+
+    try:
+        rig.wait_ready(node)
+        rig.publish_static()
+        rig.spin(0.2)
+        t = 100 * NS
+        frame(t)
+        rig.spin_until(lambda: t in stamps(), 60, "the first detections")
+        assert len(rig.detections[-1].detections) > 0
+        rig.spin_until(lambda: rig.status and rig.status[-1].get("configured_without"), 10,
+                       "the status")
+        status = rig.status[-1]
+        assert status["mode"] == "degraded"
+        assert status["configured_without"] == (
+            "configured without cameras CAM_FRONT_RIGHT, CAM_BACK_RIGHT, CAM_BACK, "
+            "CAM_BACK_LEFT, CAM_FRONT_LEFT and radars RADAR_FRONT, RADAR_FRONT_RIGHT, "
+            "RADAR_BACK_RIGHT, RADAR_BACK_LEFT, RADAR_FRONT_LEFT")
+        assert "configured without cameras" in node.log()  # said at start-up too
+
+        # The same image again (and once more): no second output for the frame.
+        for _ in range(2):
+            rig.images["CAM_FRONT"].publish(rig.image("CAM_FRONT", t))
+            rig.spin(0.1)
+        rig.spin_until(lambda: rig.status[-1]["duplicates"] >= 2, 10, "duplicates counted")
+        rig.spin(0.5)
+        assert stamps().count(t) == 1
+
+        # An image of another aspect than the calibration's: refused, both sizes named.
+        rig.images["CAM_FRONT"].publish(rig.image("CAM_FRONT", t + NS // 4, height=64))
+        needle = "image is 64x64 but CameraInfo is calibrated for 128x96"
+        rig.spin_until(lambda: needle in node.log(), 10, "the size refusal")
+
+        # The clock jumps a day ahead (detections there), then comes back: both reset.
+        day = 86_400 * NS
+        for k in range(2):
+            frame(t + day + k * NS // 2)
+        rig.spin_until(lambda: t + day + NS // 2 in stamps(), 60, "detections a day ahead")
+        for k in range(2):
+            frame(t + (k + 1) * NS // 2)
+            rig.spin(0.2)
+        rig.spin_until(lambda: t + NS in stamps(), 60, "detections after the jump back")
+        assert "stamp jumped 86400.0 s ahead (clock jump?): state reset" in node.log()
+        rig.spin_until(lambda: rig.status[-1]["resets"] >= 2, 10, "the resets counted")
+        assert node.proc.poll() is None, node.log()
+    finally:
+        rig.node.destroy_node()
+        code = node.stop()
+        print(node.log())  # shown by pytest when the test fails
+    assert code == 0
+
+
 # -------------------------------------------------------------------- same answer as offline
 @pytest.mark.slow
-def test_replayed_bag_gives_the_offline_detections(checkpoint, context, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_replayed_bag_gives_the_offline_detections(checkpoint, context, tmp_path, backend):
     world = generate_world(tmp_path / "world", WorldConfig(
         scenes=1, samples_per_scene=5, image_width=192, image_height=108,
         lidar_azimuth_steps=180, val_fraction=0.0), workers=1)
@@ -223,7 +315,11 @@ def test_replayed_bag_gives_the_offline_detections(checkpoint, context, tmp_path
     subprocess.run([str(VENV_BIN / "nuscenes2bag"), "--dataroot", str(world), "--out",
                     str(bag), "--quiet"], check=True, timeout=120)
     threshold = 0.05
-    offline = DetectorPipeline.from_checkpoint(checkpoint, device="cpu")
+    model = checkpoint
+    if backend == "onnxruntime":  # the node and the offline path both run the ONNX export
+        model = tmp_path / "student.onnx"
+        export_checkpoint(checkpoint, "onnx", model)
+    offline = DetectorPipeline.from_file(model, device="cpu", backend=backend)
     expected = {}
     for sample in read_bag_samples(bag, ReaderOptions(load_lidar=False)):
         boxes = offline(sample)
@@ -236,7 +332,7 @@ def test_replayed_bag_gives_the_offline_detections(checkpoint, context, tmp_path
     remaps |= {f"~/input/{r}/points": f"/{r}" for r in RADAR_NAMES}
     remaps["~/input/keyframes"] = "/imkd/keyframes"
     node = DetectorProcess(name, {
-        "checkpoint": str(checkpoint), "device": "cpu", "trigger": "keyframes",
+        "checkpoint": str(model), "backend": backend, "device": "cpu", "trigger": "keyframes",
         "score_threshold": threshold,
         "queue_size": 50, "use_sim_time": True}, tmp_path, remaps)  # sim time from --clock
     rig = Rig(context, name, (), ())

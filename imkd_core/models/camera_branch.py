@@ -130,12 +130,17 @@ class LiftSplat(nn.Module):
         return out
 
     def forward(self, depth: torch.Tensor, context: torch.Tensor, K: torch.Tensor,
-                T: torch.Tensor) -> torch.Tensor:
-        """depth (B, N, D, h, w) probabilities, context (B, N, C, h, w)."""
+                T: torch.Tensor, geometry: tuple[torch.Tensor, ...] | None = None
+                ) -> torch.Tensor:
+        """depth (B, N, D, h, w) probabilities, context (B, N, C, h, w). `geometry`: the index
+        tables of `geometry(K, T)`, made by the caller (the exported models take them as
+        inputs: computed once per calibration on the host, no matrix inverse in the graph)."""
         B, C = context.shape[0], context.shape[2]
         n_cells = B * self.grid.ny * self.grid.nx
         tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
-        if self.training or tracing:
+        if geometry is not None:
+            keep, pix, cells = geometry
+        elif self.training or tracing:
             keep, pix, cells = self.geometry(K, T, compact=False)
         else:
             keep, pix, cells = self.cached_geometry(K, T)
@@ -171,8 +176,10 @@ class CameraBranch(nn.Module):
         return self.neck(self.backbone(images.flatten(0, 1))[1:])
 
     def view_transform(self, feats: torch.Tensor, K: torch.Tensor, T: torch.Tensor,
-                       cam_valid: torch.Tensor | None = None):
-        """Image features -> (camera BEV, depth logits (B, N, D, h, w))."""
+                       cam_valid: torch.Tensor | None = None,
+                       geometry: tuple[torch.Tensor, ...] | None = None):
+        """Image features -> (camera BEV, depth logits (B, N, D, h, w)); `geometry`: see
+        `LiftSplat.forward`."""
         B, N = K.shape[:2]
         cam = camera_params(K, T, *self.image_size).flatten(0, 1).to(feats.dtype)
         depth_logits, context = self.depth_net(feats, cam)
@@ -182,7 +189,7 @@ class CameraBranch(nn.Module):
         probs = depth_logits.softmax(dim=2)
         if cam_valid is not None:
             probs = probs * cam_valid.to(probs.dtype)[:, :, None, None, None]
-        bev = self.lift(probs, context, K, T)
+        bev = self.lift(probs, context, K, T, geometry)
         return self.bev_conv(bev), depth_logits
 
     def forward(self, images, K, T, cam_valid=None):
