@@ -135,3 +135,38 @@ def test_an_interrupted_write_leaves_no_entry(world, tmp_path, monkeypatch):
 def test_a_split_without_scenes_names_the_dataroot_and_split(world):
     with pytest.raises(NuScenesDataError, match="mini_val"):
         KeyframeDataset(world, "mini_val")
+
+
+@pytest.fixture(scope="module")
+def bag(world, tmp_path_factory):
+    from imkd_ros.nuscenes2bag import convert  # a test may use the ROS side to make a bag
+
+    out = tmp_path_factory.mktemp("bag") / "world_bag"
+    convert(world, out, progress=False)
+    return out
+
+
+def test_bag_dataset_gives_the_dataroots_samples_and_caches_them(world, bag, tmp_path, config):
+    from imkd_core.data.dataset import BagDataset
+
+    options = ReaderOptions()
+    by_token = {}
+    for split in ("train", "val"):
+        data = KeyframeDataset(world, split, options=options)
+        by_token.update({t: (data, i) for i, t in enumerate(data.tokens)})
+    bags = BagDataset([bag], options=options, cache_dir=tmp_path)
+    assert sorted(bags.tokens) == sorted(by_token) and len(bags) == 6
+    for i, token in enumerate(bags.tokens):
+        data, j = by_token[token]
+        sample = bags[i]
+        assert sample.gt is not None and len(sample.gt) > 0  # from the /imkd/keyframes records
+        _same_sample(sample, data[j])
+    assert bags.cache.misses == 6  # one pass over the bag filled the cache
+    again = BagDataset([bag], Preprocessor(config, train=True, with_lidar=True),
+                       options=options, cache_dir=tmp_path, seed=3)
+    item = again[2]
+    assert (again.cache.misses, again.cache.hits) == (0, 1)
+    assert item["gt_boxes"].shape[1] == 9 and item["lidar_points"].shape[1] == 5
+    assert BagDataset([bag], options=options, cache_dir=tmp_path).cache.key == bags.cache.key
+    assert BagDataset([bag], options=ReaderOptions(radar_sweeps=3),
+                      cache_dir=tmp_path).cache.key != bags.cache.key

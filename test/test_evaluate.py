@@ -56,8 +56,15 @@ def test_results_json_is_the_pipeline_run_by_hand(world, tmp_path, kind):
     report = (out / "report.md").read_text()
     assert f"| {metrics['NDS']:.4f} | {metrics['mAP']:.4f} |" in report
     assert all(f"| {name} |" in report for name in metrics["per_class"])
-    for png in ("ap_per_class.png", "pr_car.png", "pr_pedestrian.png"):
+    # the overlays: three keyframes spread over the split; cameras only where the model read
+    # them (the teacher reads LiDAR alone)
+    overlays = [f"sample_{k}_bev.png" for k in range(3)]
+    if kind == "student":
+        overlays += [f"sample_{k}_cameras.png" for k in range(3)]
+    assert sorted(p.name for p in out.glob("sample_*.png")) == sorted(overlays)
+    for png in ("ap_per_class.png", "pr_car.png", "pr_pedestrian.png", *overlays):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({png})" in report
+    assert not list(out.glob(".*.tmp"))  # written aside and renamed
     # the val split of the tiny world is one night scene: its subset is the whole split
     (night,) = metrics["subsets"].values()
     assert list(metrics["subsets"]) == ["night"] and night["num_samples"] == 3

@@ -170,3 +170,25 @@ def test_a_full_disk_while_checkpointing_leaves_a_resumable_run(world, tmp_path,
     monkeypatch.undo()
     assert main(["train", "teacher", "--resume", str(run), "--quiet"]) == 0
     assert (run / "checkpoints" / "last.pt").is_file()
+
+
+def test_training_on_a_bag_with_tensorboard_events(world, tmp_path, capsys):
+    from imkd_ros.nuscenes2bag import convert  # a test may use the ROS side to make a bag
+
+    bag = tmp_path / "bag"
+    convert(world, bag, progress=False)
+    run = tmp_path / "run"
+    common = ["train", "teacher", "--bag", str(bag), "--cache-dir", str(tmp_path / "cache"),
+              "--quiet", "--epochs", "1", "--set", "train.batch_size=3"]
+    assert main([*common, "--out", str(run), "--eval-every", "1"]) == 2
+    assert "--eval-every needs --dataroot" in capsys.readouterr().err
+    assert main([*common, "--out", str(run)]) == 0
+    settings = json.loads((run / "run.json").read_text())
+    assert settings["bags"] == [str(bag.resolve())] and settings["dataroot"] is None
+    assert len(_steps(run)) == 2  # the bag's 6 keyframes (both scenes) at batch 3
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/total")] == [1, 2]
+    assert "epoch/data_wait_share" in events.Tags()["scalars"]

@@ -11,7 +11,11 @@ Why the generator is derived from (seed, epoch, index) rather than carried along
 augmentation of an item is then a function of where it is in training, not of what was drawn
 before it, so worker processes, and a run resumed in the middle of an epoch, draw exactly the
 augmentations an uninterrupted single-process run draws. `EpochSampler` does the same for the
-order: a permutation per (seed, epoch), started at any position.
+order: a permutation per (seed, epoch), started at any position, and under DDP sharded by rank
+so that the ranks' batches together are the batch one process would take.
+
+`BagDataset(bags, transform)` is the same over the keyframes of `nuscenes2bag` rosbag2 files
+(ground truth from their keyframe records), read front to back into the cache.
 
 The sample cache (`SampleCache`): reading a keyframe (decoding six images, aggregating
 6 radar sweeps x 5 radars and 10 LiDAR sweeps) costs about as much as a `tiny` training step,
@@ -131,31 +135,49 @@ def dataroot_identity(dataroot: str | Path, version: str) -> dict[str, Any]:
     return {"dataroot": str(root), "version": version, "files": stats}
 
 
+def bags_identity(bags: list[str | Path]) -> dict[str, Any]:
+    """What makes bags the same data: each bag's path and the size and mtime of its files."""
+    ident = {}
+    for bag in bags:
+        root = Path(bag).resolve()
+        ident[str(root)] = {p.name: [p.stat().st_size, p.stat().st_mtime_ns]
+                            for p in sorted(root.iterdir()) if p.is_file()}
+    return {"bags": ident}
+
+
+def _key(identity: dict[str, Any], options: ReaderOptions) -> str:
+    ident = {"format": CACHE_FORMAT, "data": identity, "options": repr(options)}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
 def cache_key(dataroot: str | Path, version: str, options: ReaderOptions) -> str:
     """sha256 (first 20 hex) of the dataroot identity, the reader options and the format."""
-    ident = {"format": CACHE_FORMAT, "data": dataroot_identity(dataroot, version),
-             "options": repr(options)}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+    return _key(dataroot_identity(dataroot, version), options)
 
 
 class SampleCache:
     """Decoded Samples on disk, one `.npz` per token under `root/<key>/` (see module doc)."""
 
-    def __init__(self, root: str | Path, dataroot: str | Path, version: str,
-                 options: ReaderOptions):
-        self.key = cache_key(dataroot, version, options)
+    def __init__(self, root: str | Path, dataroot: str | Path | None, version: str | None,
+                 options: ReaderOptions, identity: dict[str, Any] | None = None):
+        """The cache of a dataroot (`dataroot`, `version`), or of other data described by
+        `identity` (`bags_identity`; dataroot and version then None)."""
+        identity = identity if identity is not None else dataroot_identity(dataroot, version)
+        self.key = _key(identity, options)
         self.dir = Path(root) / self.key
         self.dir.mkdir(parents=True, exist_ok=True)
         info = self.dir / "key.json"  # what the key stands for, for a person browsing the cache
         if not info.exists():
             write_text_atomic(info, json.dumps(
-                {"data": dataroot_identity(dataroot, version), "options": repr(options),
-                 "format": CACHE_FORMAT}, indent=2))
+                {"data": identity, "options": repr(options), "format": CACHE_FORMAT}, indent=2))
         self.hits = 0
         self.misses = 0
 
     def path(self, token: str) -> Path:
         return self.dir / f"{token}.npz"
+
+    def has(self, token: str) -> bool:
+        return self.path(token).exists()
 
     def get(self, token: str, build: Callable[[], Sample]) -> Sample:
         """The cached Sample of `token`, or `build()` written to the cache and returned."""
@@ -237,30 +259,126 @@ class KeyframeDataset(Dataset):
         return self.transform(sample, rng=item_rng(self.seed, self.epoch, index))
 
 
+class BagDataset(Dataset):
+    """The keyframes of rosbag2 files written by `nuscenes2bag` (every keyframe of every bag,
+    in the bags' order), as `KeyframeDataset` gives a dataroot's: the same items, transform,
+    augmentation per (seed, epoch, index) and sample cache; the ground truth is the one in
+    each bag's `/imkd/keyframes` records.
+
+    A bag is read front to back (`read_bag_samples`), not by keyframe: the first item asked
+    for from a bag reads all of that bag's keyframes into the cache (or, with
+    `cache_dir=None`, into memory: meant for small bags), so later items and epochs decode
+    nothing. The cache key covers the bags' files and the reader options."""
+
+    def __init__(self, bags: list[str | Path], transform: Transform | None = None,
+                 options: ReaderOptions | None = None, cache_dir: str | Path | None = None,
+                 seed: int = 0):
+        from imkd_core.data.bag_reader import read_keyframe_records  # rosbags: only for bags
+
+        self.bags = [Path(b) for b in bags]
+        self.options = options or ReaderOptions()
+        self.tokens: list[str] = []
+        self.bag_of: dict[str, Path] = {}
+        for bag in self.bags:
+            for record in read_keyframe_records(bag):
+                if record.gt is None:
+                    raise NuScenesDataError(f"{bag}: keyframe {record.token} has no ground "
+                                            "truth: training needs bags with /gt records")
+                self.tokens.append(record.token)
+                self.bag_of[record.token] = bag
+        if not self.tokens:
+            raise NuScenesDataError(f"{[str(b) for b in self.bags]}: no keyframes")
+        self.transform = transform
+        self.cache = SampleCache(cache_dir, None, None, self.options,
+                                 identity=bags_identity(self.bags)) \
+            if cache_dir is not None else None
+        self.memory: dict[str, Sample] = {}
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def _read_bag(self, bag: Path) -> None:
+        from imkd_core.data.bag_reader import read_bag_samples
+
+        for sample in read_bag_samples(bag, self.options):
+            if self.cache is None:
+                self.memory[sample.token] = sample
+            elif not self.cache.has(sample.token):
+                self.cache.get(sample.token, lambda s=sample: s)
+
+    def sample(self, index: int) -> Sample:
+        token = self.tokens[index]
+        if self.cache is None:
+            if token not in self.memory:
+                self._read_bag(self.bag_of[token])
+            return self.memory[token]
+        if not self.cache.has(token):
+            self._read_bag(self.bag_of[token])
+        return self.cache.get(token, lambda: self._rebuild(token))
+
+    def _rebuild(self, token: str) -> Sample:
+        """A cache entry that failed to load: read its bag again for it alone."""
+        from imkd_core.data.bag_reader import read_bag_samples
+
+        for sample in read_bag_samples(self.bag_of[token], self.options):
+            if sample.token == token:
+                return sample
+        raise NuScenesDataError(f"{self.bag_of[token]}: keyframe {token} is gone from the bag")
+
+    def __getitem__(self, index: int) -> Any:
+        sample = self.sample(index)
+        if self.transform is None:
+            return sample
+        return self.transform(sample, rng=item_rng(self.seed, self.epoch, index))
+
+
 class EpochSampler(Sampler[int]):
     """Indices 0..n-1 in the order of (seed, epoch) (shuffled, or in order), from `start` on:
-    the same order every time, so a resumed epoch continues where the killed one stopped."""
+    the same order every time, so a resumed epoch continues where the killed one stopped.
 
-    def __init__(self, n: int, seed: int, epoch: int = 0, start: int = 0, shuffle: bool = True):
+    Under DDP each of `world_size` ranks takes every `world_size`-th index of the order from
+    its `rank` on (the order padded by wrapping around to a multiple of `world_size`, so all
+    ranks make the same number of steps); `start` counts this rank's items. Batch k of size b
+    on every rank then covers positions k*b*world_size ... (k+1)*b*world_size - 1 of the
+    order: the batch of size b*world_size that one process would take."""
+
+    def __init__(self, n: int, seed: int, epoch: int = 0, start: int = 0, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"EpochSampler: rank {rank} outside 0..{world_size - 1}")
         self.n, self.seed, self.epoch, self.start, self.shuffle = n, seed, epoch, start, shuffle
+        self.rank, self.world_size = rank, world_size
 
     def order(self) -> np.ndarray:
+        """The whole epoch's order (before sharding)."""
         if not self.shuffle:
             return np.arange(self.n)
         return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
 
+    def per_rank(self) -> int:
+        """How many items each rank takes in an epoch."""
+        return -(-self.n // self.world_size)
+
     def __iter__(self) -> Iterator[int]:
-        return iter(int(i) for i in self.order()[self.start:])
+        order = self.order()
+        padded = np.resize(order, self.per_rank() * self.world_size)  # repeats from the start
+        return iter(int(i) for i in padded[self.rank::self.world_size][self.start:])
 
     def __len__(self) -> int:
-        return max(0, self.n - self.start)
-
+        return max(0, self.per_rank() - self.start)
 
 __all__ = [
     "CACHE_FORMAT",
+    "BagDataset",
     "EpochSampler",
     "KeyframeDataset",
     "SampleCache",
+    "bags_identity",
     "cache_key",
     "dataroot_identity",
     "item_rng",

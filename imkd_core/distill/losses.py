@@ -24,6 +24,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from imkd_core.config import ModelConfig
+from imkd_core.device import batch_normaliser
 from imkd_core.distill.intensity import intensity_map
 from imkd_core.models.head import (
     class_map_tensor,
@@ -42,7 +43,7 @@ def weighted_feature_mse(student: torch.Tensor, teacher: torch.Tensor,
                          weight: torch.Tensor) -> torch.Tensor:
     """sum_cells w * mean_c (s - t)^2 / sum_cells w; zero (with a graph) when sum w = 0."""
     err = (student.float() - teacher.float()).pow(2).mean(dim=1, keepdim=True)
-    return (err * weight).sum() / weight.sum().clamp(min=1e-6)
+    return (err * weight).sum() / batch_normaliser(weight.sum(), minimum=1e-6)
 
 
 def rms_normalise(features: torch.Tensor) -> torch.Tensor:
@@ -155,7 +156,8 @@ class IMKDLoss(nn.Module):
             s_prob = torch.sigmoid(student_out["heatmap"].float())
             w = t_prob.amax(dim=1, keepdim=True) + 0.1
             err = (s_prob - t_prob).pow(2).mean(dim=1, keepdim=True)
-            losses["response"] = d.response.weight * (err * w).sum() / w.sum()
+            losses["response"] = d.response.weight * (err * w).sum() \
+                / batch_normaliser(w.sum())
 
         if d.depth.enabled and has_lidar and "depth_logits" in student_out:
             logits = student_out["depth_logits"]  # (B, N, D, h, w)
@@ -168,7 +170,8 @@ class IMKDLoss(nn.Module):
             flat_gt = gt.reshape(-1)
             sel = flat_gt >= 0
             if bool(sel.any()):
-                ce = F.cross_entropy(flat_logits[sel], flat_gt[sel])
+                ce = F.cross_entropy(flat_logits[sel], flat_gt[sel], reduction="sum") \
+                    / batch_normaliser(sel.sum().float())
             else:
                 ce = flat_logits.sum() * 0.0
             losses["depth"] = d.depth.weight * ce

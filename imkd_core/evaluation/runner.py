@@ -14,8 +14,11 @@ different code path than the node runs.
 `metrics_summary.json` (the devkit's, via `evaluation.metrics.evaluate_detections`), plus
 `ap_per_class.png`, `pr_<class>.png` for the main classes (`PR_CLASSES`), `metrics.json`
 (NDS, mAP, TP errors, per-class table, counts, what was evaluated; with
-`by_condition` the same per scene condition under `subsets`) and `report.md` (the same as
-tables).
+`by_condition` the same per scene condition under `subsets`), `report.md` (the same as
+tables) and, for `OVERLAY_SAMPLES` keyframes spread over the split, `sample_<k>_cameras.png`
+(the six images with the projected detections in class colours and the ground truth in
+`GT_COLOR`; student checkpoints, which read cameras) and `sample_<k>_bev.png` (LiDAR points when
+the model read them, radar points, the same boxes from above). The PNGs are written atomically.
 """
 
 from __future__ import annotations
@@ -26,14 +29,20 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
+from imkd_core.atomic import write_atomic
 from imkd_core.data.dataset import KeyframeDataset, reader_options
 from imkd_core.evaluation.metrics import evaluate_detections
+from imkd_core.geometry import BOX_EDGES, box_corners, project_to_image
 from imkd_core.pipeline import DetectorPipeline
-from imkd_core.sample import CLASS_COLORS, CLASS_INDEX
+from imkd_core.sample import CAMERA_NAMES, CLASS_COLORS, CLASS_INDEX, GT_COLOR, Boxes, Sample
 
 PR_CLASSES = ("car", "truck", "bus", "pedestrian")  # the precision-recall plots' classes
+OVERLAY_SAMPLES = 3  # keyframes drawn (cameras + BEV), spread evenly over the split
+OVERLAY_MIN_SCORE = 0.3  # detections drawn: at least this score, at most OVERLAY_MAX_BOXES
+OVERLAY_MAX_BOXES = 100
 TP_ERRORS = (("mATE", "trans_err"), ("mASE", "scale_err"), ("mAOE", "orient_err"),
              ("mAVE", "vel_err"), ("mAAE", "attr_err"))
 
@@ -57,10 +66,15 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataroot: str | os.PathLi
     data = KeyframeDataset(dataroot, split, options=reader_options(pipe.kind, lidar=False),
                            cache_dir=cache_dir)
     results = {}
+    drawn = set(np.linspace(0, len(data) - 1, min(OVERLAY_SAMPLES, len(data))).round()
+                .astype(int).tolist())
+    overlays: list[tuple[Sample, Boxes]] = []
     for index in tqdm(range(len(data)), desc=f"evaluate {split}", unit="sample",
                       disable=quiet, dynamic_ncols=True):
         sample = data.sample(index)
         results[sample.token] = pipe(sample)
+        if index in drawn:
+            overlays.append((sample, results[sample.token]))
     teacher = pipe.kind == "teacher"
     meta = {"use_camera": not teacher, "use_lidar": teacher, "use_radar": not teacher,
             "use_map": False, "use_external": False}
@@ -79,8 +93,109 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataroot: str | os.PathLi
     out = Path(out_dir)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_ap_bars(metrics, out / "ap_per_class.png")
-    (out / "report.md").write_text(report_markdown(metrics))
+    pictures = []
+    for k, (sample, boxes) in enumerate(overlays):
+        shown = _shown(boxes)
+        if sample.cameras:
+            plot_cameras(sample, shown, out / f"sample_{k}_cameras.png")
+            pictures.append(f"sample_{k}_cameras.png")
+        plot_bev(sample, shown, out / f"sample_{k}_bev.png")
+        pictures.append(f"sample_{k}_bev.png")
+    (out / "report.md").write_text(report_markdown(metrics, pictures))
     return metrics
+
+
+def _shown(boxes: Boxes) -> Boxes:
+    """The detections worth drawing: the best `OVERLAY_MAX_BOXES` above `OVERLAY_MIN_SCORE`."""
+    scores = boxes.scores if boxes.scores is not None else np.ones(len(boxes))
+    order = np.argsort(-scores, kind="stable")
+    keep = order[scores[order] >= OVERLAY_MIN_SCORE][:OVERLAY_MAX_BOXES]
+    return boxes.select(keep)
+
+
+def _save_png(fig, path: Path) -> None:
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+
+
+def _box_sets(sample: Sample, predicted: Boxes):
+    """(boxes, colour per box, line style) for the ground truth, then the detections."""
+    gt = sample.gt if sample.gt is not None else Boxes.empty()
+    yield gt.params, [GT_COLOR] * len(gt), "--"
+    yield predicted.params, [CLASS_COLORS[int(c)] for c in predicted.labels], "-"
+
+
+def plot_cameras(sample: Sample, predicted: Boxes, path: Path) -> None:
+    """The six camera images (2 x 3) with ground-truth (dashed, GT_COLOR) and detected (class
+    colours) boxes projected through each camera's K and pose."""
+    from matplotlib.figure import Figure
+
+    names = [n for n in CAMERA_NAMES if n in sample.cameras]
+    fig = Figure(figsize=(15, 5.6))
+    axes = fig.subplots(2, 3).ravel()
+    for ax, name in zip(axes, names):
+        cam = sample.cameras[name]
+        h, w = cam.image.shape[:2]
+        ax.imshow(cam.image)
+        for params, colors, style in _box_sets(sample, predicted):
+            if not len(params):
+                continue
+            corners = box_corners(params)  # (N, 8, 3)
+            uv, depth = project_to_image(corners.reshape(-1, 3), cam.T_ego_cam, cam.K)
+            uv, depth = uv.reshape(-1, 8, 2), depth.reshape(-1, 8)
+            for box_uv, box_depth, color in zip(uv, depth, colors):
+                if (box_depth <= 0.5).any():  # partly behind the camera: not drawn
+                    continue
+                inside = ((box_uv[:, 0] > -w) & (box_uv[:, 0] < 2 * w)
+                          & (box_uv[:, 1] > -h) & (box_uv[:, 1] < 2 * h))
+                if not inside.all():
+                    continue
+                for a, b in BOX_EDGES.reshape(-1, 2):
+                    ax.plot(box_uv[[a, b], 0], box_uv[[a, b], 1], style, color=color, lw=1)
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    for ax in axes[len(names):]:
+        ax.axis("off")
+    fig.suptitle(f"{sample.token}: ground truth dashed, detections >= {OVERLAY_MIN_SCORE} "
+                 "in class colours", fontsize=10)
+    fig.tight_layout()
+    _save_png(fig, path)
+
+
+def plot_bev(sample: Sample, predicted: Boxes, path: Path, extent: float = 55.0) -> None:
+    """Bird's-eye view in the keyframe ego frame: LiDAR points (grey, when read), radar points
+    (orange), ground truth (dashed, GT_COLOR) and detections (class colours) from above."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 7))
+    ax = fig.subplots()
+    ax.set_facecolor("black")
+    if sample.lidar is not None and len(sample.lidar.points):
+        pts = sample.lidar.points
+        ax.scatter(pts[:, 0], pts[:, 1], s=0.2, c="0.55", linewidths=0, label="LiDAR")
+    radar = [r.points for r in sample.radars.values() if len(r.points)]
+    if radar:
+        pts = np.concatenate(radar)
+        ax.scatter(pts[:, 0], pts[:, 1], s=6, c="orange", linewidths=0, label="radar")
+    for params, colors, style in _box_sets(sample, predicted):
+        if not len(params):
+            continue
+        corners = box_corners(params)[:, [0, 1, 2, 3, 0], :2]  # the bottom face, closed
+        for box, color in zip(corners, colors):
+            ax.plot(box[:, 0], box[:, 1], style, color=color, lw=1)
+    ax.plot([0], [0], marker=(3, 0, -90), color="red", markersize=10)  # ego, facing +x
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x forward (m)")
+    ax.set_ylabel("y left (m)")
+    if sample.lidar is not None or radar:
+        ax.legend(loc="upper right", fontsize=8, markerscale=4)
+    ax.set_title(f"{sample.token}: ground truth dashed, detections in class colours",
+                 fontsize=9)
+    fig.tight_layout()
+    _save_png(fig, path)
 
 
 def plot_ap_bars(metrics: dict[str, Any], path: Path) -> None:
@@ -98,15 +213,16 @@ def plot_ap_bars(metrics: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{metrics['kind']} on {metrics['eval_set']}: mAP {metrics['mAP']:.3f}, "
                  f"NDS {metrics['NDS']:.3f}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_png(fig, path)
 
 
 def _num(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
-def report_markdown(metrics: dict[str, Any]) -> str:
-    """metrics.json as a page: headline numbers, TP errors, then AP and errors per class."""
+def report_markdown(metrics: dict[str, Any], pictures: list[str] = ()) -> str:
+    """metrics.json as a page: headline numbers, TP errors, then AP and errors per class, and
+    the `pictures` (PNG names in the report's folder) at the end."""
     lines = [
         f"# Evaluation of `{metrics['checkpoint']}`",
         "",
@@ -135,8 +251,11 @@ def report_markdown(metrics: dict[str, Any]) -> str:
             lines.append(f"| {name} | {sub['num_samples']} | {_num(sub['NDS'])} | "
                          f"{_num(sub['mAP'])} | "
                          + " | ".join(_num(sub[n]) for n, _ in TP_ERRORS) + " |")
+    if pictures:
+        lines += ["", "Sample keyframes (ground truth dashed, detections in class colours):", ""]
+        lines += [f"![{Path(name).stem}]({name})" for name in pictures]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["PR_CLASSES", "evaluate_checkpoint", "plot_ap_bars", "report_markdown",
-           "scene_conditions"]
+__all__ = ["OVERLAY_SAMPLES", "PR_CLASSES", "evaluate_checkpoint", "plot_ap_bars", "plot_bev",
+           "plot_cameras", "report_markdown", "scene_conditions"]

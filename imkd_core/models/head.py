@@ -21,6 +21,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from imkd_core.config import HeadConfig
+from imkd_core.device import batch_normaliser
 from imkd_core.geometry import BEVGrid
 from imkd_core.models.resnet import conv_bn
 from imkd_core.sample import CLASSES
@@ -155,7 +156,7 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,
     neg = 1.0 - pos
     pos_loss = log_p * (1 - p) ** alpha * pos
     neg_loss = log_1mp * p**alpha * (1 - target) ** beta * neg
-    num_pos = pos.sum().clamp(min=1.0)
+    num_pos = batch_normaliser(pos.sum(), minimum=1.0)  # over all DDP ranks
     return -(pos_loss.sum() + neg_loss.sum()) / num_pos
 
 
@@ -174,7 +175,7 @@ def detection_loss(preds: dict[str, torch.Tensor], targets: dict[str, torch.Tens
     mask = targets["reg_mask"].float().unsqueeze(-1)
     weights = torch.tensor(cfg.code_weights, device=reg.device, dtype=reg.dtype)
     l1 = (reg - targets["reg"]).abs() * mask * weights
-    bbox = l1.sum() / mask.sum().clamp(min=1.0)
+    bbox = l1.sum() / batch_normaliser(mask.sum(), minimum=1.0)
     return {"heatmap": cfg.heatmap_weight * hm, "bbox": cfg.bbox_weight * bbox}
 
 
