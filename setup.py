@@ -24,6 +24,7 @@ setup(
         share("config", "*.rviz"),
         share("config", "*.schema.json"),
         share("config/model", "*.yaml"),
+        share("config/benchmark", "*.yaml"),
         # .msg text that imkd_core.wire.typestore registers with rosbags (bag schemas)
         share("interfaces/vision_msgs/msg", "*.msg"),
         share("interfaces/tf2_msgs/msg", "*.msg"),

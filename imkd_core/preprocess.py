@@ -15,7 +15,8 @@ Per sample (unbatched; `collate` pads and stacks):
 - `radar_points` (P, 7) x, y, z, rcs, vx_comp, vy_comp, dt of all radars; `lidar_points`
   (P, 5) x, y, z, intensity (raw), dt, only `with_lidar`; both filtered to the grid extent and
   subsampled to `max_points` (random in training, evenly strided otherwise: deterministic).
-- `gt_boxes` (M, 9) and `gt_labels` (M,) (global CLASSES indices) when the sample has GT.
+- `gt_boxes` (M, 9) and `gt_labels` (M,) (global CLASSES indices) when the sample has GT: the
+  boxes the devkit evaluates (`evaluated_boxes`: at least one LiDAR or radar point).
 After `collate`: a leading batch dim, and `radar_mask`, `lidar_mask`, `gt_mask` (B, P) for the
 padded keys.
 
@@ -37,7 +38,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from imkd_core.config import AugmentConfig, ModelConfig
-from imkd_core.sample import RADAR_MODEL_COLUMNS, Sample
+from imkd_core.sample import RADAR_MODEL_COLUMNS, Boxes, Sample
 
 PADDED_KEYS = {"radar_points": "radar_mask", "lidar_points": "lidar_mask",
                "gt_boxes": "gt_mask", "gt_labels": None}
@@ -286,10 +287,26 @@ class Preprocessor:
             out["lidar_points"] = torch.from_numpy(np.ascontiguousarray(lidar))
 
         if sample.gt is not None:
-            boxes = augment_boxes(sample.gt.params, A)
+            gt = evaluated_boxes(sample.gt)
+            boxes = augment_boxes(gt.params, A)
             out["gt_boxes"] = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 9)
-            out["gt_labels"] = torch.as_tensor(np.asarray(sample.gt.labels), dtype=torch.long)
+            out["gt_labels"] = torch.as_tensor(np.asarray(gt.labels), dtype=torch.long)
         return out
+
+
+def evaluated_boxes(gt: Boxes) -> Boxes:
+    """The ground truth the devkit scores: boxes with at least one LiDAR or radar point
+    (mmdet3d's `valid_flag`). A box no sensor saw is not a target: learning to predict it
+    teaches hallucination, and every such prediction is a false positive in the evaluation
+    (on the world ~30 % of the boxes on the grid carry no point). Boxes without point counts
+    (both None) are all kept."""
+    if gt.num_lidar_pts is None and gt.num_radar_pts is None:
+        return gt
+    points = np.zeros(len(gt), dtype=np.int64)
+    for counts in (gt.num_lidar_pts, gt.num_radar_pts):
+        if counts is not None:
+            points = points + np.asarray(counts, dtype=np.int64)
+    return gt if bool((points > 0).all()) else gt.select(points > 0)
 
 
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
