@@ -1,6 +1,6 @@
-"""The `imkd` command line: one entry point, a subcommand per job (world, train, evaluate;
-export and benchmark arrive with the issues that build them). The training and evaluation
-modules import torch and the devkit, so their subcommands import them only when they run."""
+"""The `imkd` command line: one entry point, a subcommand per job (world, train, evaluate,
+export, benchmark). The training and evaluation modules import torch and the devkit, so their
+subcommands import them only when they run."""
 
 from __future__ import annotations
 
@@ -56,6 +56,9 @@ def _add_train(sub) -> None:
     p.add_argument("kind", choices=("teacher", "student"))
     p.add_argument("--dataroot", type=Path,
                    help="nuScenes dataroot (a resumed run reads its own)")
+    p.add_argument("--bag", dest="bags", action="append", default=[], type=Path, metavar="BAG",
+                   help="train on the keyframes of this nuscenes2bag rosbag2 instead of "
+                        "--dataroot's split (repeatable; --dataroot then only evaluates)")
     p.add_argument("--config", default="tiny", help="tiny | r50_256x704 | a YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.lr=5e-4 (repeatable)")
@@ -79,11 +82,12 @@ def _add_train(sub) -> None:
 
 # Options a resumed run takes from its run directory, not from the command line.
 _FIXED_ON_RESUME = ("config", "overrides", "teacher", "out", "epochs", "seed", "split",
-                    "cache_dir", "no_cache", "save_every", "eval_every", "eval_split")
+                    "cache_dir", "no_cache", "save_every", "eval_every", "eval_split", "bags")
 
 
 def _train(args: argparse.Namespace) -> int:
     from imkd_core.config import apply_overrides, load_model_config
+    from imkd_core.data.bag_writer import BagError
     from imkd_core.data.nuscenes import NuScenesDataError
     from imkd_core.interrupts import sigterm_as_keyboard_interrupt
     from imkd_core.train.loop import (
@@ -106,24 +110,26 @@ def _train(args: argparse.Namespace) -> int:
             settings, _ = read_run(args.resume)
             if settings.kind != args.kind:
                 raise TrainError(f"{args.resume}: a {settings.kind} run, not a {args.kind} run")
-            if args.dataroot is not None and Path(args.dataroot).resolve() != \
-                    Path(settings.dataroot):
+            if args.dataroot is not None and settings.dataroot is not None and \
+                    Path(args.dataroot).resolve() != Path(settings.dataroot):
                 raise TrainError("--dataroot cannot change on resume (the run's data position "
                                  "refers to its data)")
         else:
-            if args.dataroot is None or args.out is None:
-                raise TrainError("--dataroot and --out are required (or --resume RUN_DIR)")
+            if (args.dataroot is None and not args.bags) or args.out is None:
+                raise TrainError("--dataroot (or --bag) and --out are required (or --resume "
+                                 "RUN_DIR)")
             config = load_model_config(args.config)
             extra = [f"train.seed={args.seed}"] if args.seed is not None else []
             if args.epochs is not None:
                 extra.append(f"train.{args.kind}_epochs={args.epochs}")
             config = apply_overrides(config, [*args.overrides, *extra])
             settings = RunSettings(
-                kind=args.kind, dataroot=str(Path(args.dataroot).resolve()),
+                kind=args.kind,
+                dataroot=str(Path(args.dataroot).resolve()) if args.dataroot else None,
                 teacher=str(Path(args.teacher).resolve()) if args.teacher else None,
                 split=args.split, cache_dir=None if args.no_cache else str(args.cache_dir),
                 save_every=args.save_every, eval_every=args.eval_every,
-                eval_split=args.eval_split)
+                eval_split=args.eval_split, bags=[str(b.resolve()) for b in args.bags])
             check_new_run(run, settings)
     except KeyError as exc:  # an override naming a missing key
         print(f"imkd train: {exc.args[0]}", file=sys.stderr)
@@ -137,13 +143,14 @@ def _train(args: argparse.Namespace) -> int:
                 settings = config = None  # train() reads them from the run directory
             last = train(run, settings, config, device=args.device, quiet=args.quiet,
                          command=["imkd", *args.argv])
-    except (TrainError, NuScenesDataError) as exc:
+    except (TrainError, NuScenesDataError, BagError) as exc:
         print(f"imkd train: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"imkd train: interrupted; continue with --resume {run}", file=sys.stderr)
         return 130
-    print(f"imkd train: done; checkpoint {last}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks for the job
+        print(f"imkd train: done; checkpoint {last}")
     return 0
 
 
@@ -185,6 +192,81 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export a student checkpoint for ONNX Runtime or TorchScript",
+        description="Write the student network (input tensors -> head maps) as one file that "
+                    "carries its model config and the checkpoint's SHA-256; the node and "
+                    "DetectorPipeline.from_file run it (backend onnxruntime for ONNX, torch "
+                    "for TorchScript). Fixed camera set and image size, radar point count "
+                    "dynamic; ONNX opset 18, standard operators only.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="student checkpoint (.pt)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--out", type=Path, required=True, help="file to write (.onnx / .ts)")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from imkd_core.export import export_checkpoint
+
+    try:
+        info = export_checkpoint(args.checkpoint, args.format, args.out)
+    except FileNotFoundError as exc:
+        print(f"imkd export: {exc.filename}: no such file", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # ExportError, or a file that is not a checkpoint
+        print(f"imkd export: {exc}", file=sys.stderr)
+        return 2
+    opset = f", opset {info.opset}" if info.opset else ""
+    print(f"imkd export: {info.config.name} -> {args.out} ({args.format}{opset}; cameras "
+          f"{len(info.cameras)} x {info.image_size[0]}x{info.image_size[1]})")
+    return 0
+
+
+def _add_benchmark(sub) -> None:
+    p = sub.add_parser("benchmark", help="benchmarks that train and score models end to end")
+    kinds = p.add_subparsers(dest="benchmark", required=True)
+    kd = kinds.add_parser(
+        "kd", help="the distillation benchmark: teacher, baseline, IMKD and its ablations",
+        description="Train the teacher once and every student variant of the spec on one "
+                    "schedule, score each on val (overall and per condition) and write "
+                    "OUT/report.md, results.json and PNGs. Resumable: rerun the same command to "
+                    "skip finished runs and continue an interrupted one.")
+    kd.add_argument("--spec", default="kd", help="kd | a YAML file (default: %(default)s, "
+                                                 "config/benchmark/kd.yaml)")
+    kd.add_argument("--out", type=Path, default=Path("benchmark"),
+                    help="benchmark directory (default: %(default)s)")
+    kd.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a spec key, e.g. --set schedule.student_epochs=4, "
+                         "--set imkd.seeds=[0] (repeatable)")
+    kd.add_argument("--dry-run", action="store_true",
+                    help="print the runs and the projected time; train nothing")
+    kd.set_defaults(func=_benchmark_kd)
+
+
+def _benchmark_kd(args: argparse.Namespace) -> int:
+    from imkd_core.benchmark.kd import BenchmarkError, run_benchmark
+    from imkd_core.benchmark.spec import SpecError, load_spec
+    from imkd_core.interrupts import sigterm_as_keyboard_interrupt
+
+    try:
+        spec = load_spec(args.spec, args.sets)
+        with sigterm_as_keyboard_interrupt():
+            results = run_benchmark(spec, args.out, dry_run=args.dry_run,
+                                    echo=lambda line: print(line, flush=True))
+    except (SpecError, BenchmarkError) as exc:
+        print(f"imkd benchmark kd: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"imkd benchmark kd: interrupted; rerun the same command to continue in "
+              f"{args.out}", file=sys.stderr)
+        return 130
+    if not args.dry_run:
+        print(f"imkd benchmark kd: done in {results['wall_s'] / 60:.1f} min (all sessions); "
+              f"report {args.out / 'report.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imkd", description=__doc__)
     parser.add_argument("--version", action="version", version=f"imkd {__version__}")
@@ -194,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_world_subcommand(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_export(sub)
+    _add_benchmark(sub)
     return parser
 
 

@@ -124,6 +124,10 @@ class LidarTeacherConfig:
     pillars: PillarConfig = field(
         default_factory=lambda: PillarConfig(max_points=60000, channels=64, layers=1, z_bins=1))
     max_dt: float = 0.6
+    # >1: pillars on cells this many times finer than the BEV grid (more geometry per cell),
+    # brought to the grid by a strided conv before the backbone, so the teacher's features,
+    # head and targets stay on the student's grid (what the distillation losses compare)
+    pillar_subdivision: int = 1
     bev_backbone: BEVBackboneConfig = field(default_factory=BEVBackboneConfig)
 
 
@@ -231,6 +235,7 @@ class TrainConfig:
     student_epochs: int = 20
     num_workers: int = 0
     seed: int = 0
+    amp: bool = False  # CUDA only: autocast (float16) + GradScaler; ignored on the CPU
 
 
 @dataclass
