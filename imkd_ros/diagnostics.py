@@ -28,6 +28,11 @@ from imkd_core.wire.fields import WireError
 MAX_REASON_CHARS = 300  # an exception's text can quote a whole message
 
 
+def _shape(text: str) -> str:
+    """`text` with its numbers replaced: texts that differ only in sizes or stamps are one."""
+    return re.sub(r"\d+(\.\d+)?", "#", text)
+
+
 def reason(exc: BaseException) -> str:
     """One line saying why: a `WireError`'s text; any other exception's type and text."""
     text = str(exc) if isinstance(exc, WireError) else f"{type(exc).__name__}: {exc}"
@@ -56,14 +61,8 @@ class InputWarnings:
     def warn(self, topic: str, reason: str, detail: str) -> None:
         """Log "<topic>: <detail>" unless `topic` warned for `reason` in the last throttle."""
         topic = self._resolve(topic)
-        key = (topic, re.sub(r"\d+(\.\d+)?", "#", reason))
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self._throttle_s:
-                return
-            self._last[key] = now
-        self._logger.warning(f"{topic}: {detail}")
+        if self._due((topic, _shape(reason))):
+            self._logger.warning(f"{topic}: {detail}")
 
     def guard(self, topic: str, callback: Callable[[Any], None]) -> Callable[[Any], None]:
         """`callback` for subscriptions to `topic`: an exception from a message drops it."""
@@ -76,14 +75,19 @@ class InputWarnings:
 
     def failed(self, what: str, exc: Exception) -> None:
         """Log (as an error, throttled per exception type) that `what` failed with `exc`."""
-        key = (what, type(exc).__name__)
+        # `what` carries numbers (a frame's stamp): throttle on its shape, as `warn` does
+        if self._due((_shape(what), type(exc).__name__)):
+            self._logger.error(f"{what} failed: {reason(exc)}")
+
+    def _due(self, key: tuple[str, str]) -> bool:
+        """Whether `key` may log now (it did not in the last throttle); records it if so."""
         now = time.monotonic()
         with self._lock:
             last = self._last.get(key)
             if last is not None and now - last < self._throttle_s:
-                return
+                return False
             self._last[key] = now
-        self._logger.error(f"{what} failed: {reason(exc)}")
+        return True
 
     def dropped(self) -> dict[str, int]:
         """Dropped messages so far, per full topic name."""

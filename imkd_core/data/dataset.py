@@ -213,7 +213,33 @@ def reader_options(kind: str, lidar: bool = True) -> ReaderOptions:
     return ReaderOptions(load_lidar=lidar)
 
 
-class KeyframeDataset(Dataset):
+class _KeyframeItems(Dataset):
+    """What both keyframe datasets share: item i = transform(sample(i), rng=item_rng(seed,
+    epoch, i)), `set_epoch`, and the length of `tokens`. Subclasses set `tokens`, `transform`,
+    `seed` and define `sample(index)`."""
+
+    tokens: list[str]
+    transform: Transform | None
+    seed: int
+    epoch: int = 0
+
+    def sample(self, index: int) -> Sample:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, index: int) -> Any:
+        sample = self.sample(index)
+        if self.transform is None:
+            return sample
+        return self.transform(sample, rng=item_rng(self.seed, self.epoch, index))
+
+
+class KeyframeDataset(_KeyframeItems):
     """The keyframes of `split` in a dataroot: item i = transform(sample_i, rng=item_rng(...)).
 
     `transform=None` gives the Samples themselves. `cache_dir=None`: no cache. Call
@@ -240,26 +266,14 @@ class KeyframeDataset(Dataset):
         self.seed = seed
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
     def sample(self, index: int) -> Sample:
         token = self.tokens[index]
         if self.cache is None:
             return self.reader.get_sample(token)
         return self.cache.get(token, lambda: self.reader.get_sample(token))
 
-    def __getitem__(self, index: int) -> Any:
-        sample = self.sample(index)
-        if self.transform is None:
-            return sample
-        return self.transform(sample, rng=item_rng(self.seed, self.epoch, index))
 
-
-class BagDataset(Dataset):
+class BagDataset(_KeyframeItems):
     """The keyframes of rosbag2 files written by `nuscenes2bag` (every keyframe of every bag,
     in the bags' order), as `KeyframeDataset` gives a dataroot's: the same items, transform,
     augmentation per (seed, epoch, index) and sample cache; the ground truth is the one in
@@ -296,12 +310,6 @@ class BagDataset(Dataset):
         self.seed = seed
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
     def _read_bag(self, bag: Path) -> None:
         from imkd_core.data.bag_reader import read_bag_samples
 
@@ -329,12 +337,6 @@ class BagDataset(Dataset):
             if sample.token == token:
                 return sample
         raise NuScenesDataError(f"{self.bag_of[token]}: keyframe {token} is gone from the bag")
-
-    def __getitem__(self, index: int) -> Any:
-        sample = self.sample(index)
-        if self.transform is None:
-            return sample
-        return self.transform(sample, rng=item_rng(self.seed, self.epoch, index))
 
 
 class EpochSampler(Sampler[int]):
