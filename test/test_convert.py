@@ -215,7 +215,7 @@ def detections(n: int) -> Boxes:
     params[:, 3:6] = [4.5, 1.9, 1.6]
     params[:, 6] = np.linspace(-3, 3, n)
     params[:, 7:9] = [3.0, -1.0]
-    params[n - 1:, 7:9] = 0.0  # the last box is parked: no velocity arrow
+    params[n - 1:, 7:9] = 0.0  # the last box is parked: a transparent velocity arrow
     return Boxes(params=params, labels=np.arange(n) % len(CLASSES),
                  scores=np.linspace(0.9, 0.3, n).astype(np.float32))
 
@@ -277,7 +277,7 @@ def test_markers_deleteall_box_text_arrow():
     data = markers_cdr(boxes, 5_000_000_007, "base_link", 1_500_000_000)
     markers = deserialize_message(data, MarkerArray).markers
     assert markers[0].action == Marker.DELETEALL
-    assert len(markers) == 1 + 3 + 3 + 2  # boxes, labels, arrows of the two moving boxes
+    assert len(markers) == 1 + 3 + 3 + 3  # boxes, labels, an arrow per box
     for k in range(3):
         name = CLASSES[boxes.labels[k]]
         box, text = (m for m in markers if m.ns == name and m.id in (3 * k, 3 * k + 1))
@@ -291,10 +291,11 @@ def test_markers_deleteall_box_text_arrow():
         assert text.text == f"{name} {boxes.scores[k]:.2f}"
         assert box.lifetime.sec == 1 and box.lifetime.nanosec == 500_000_000
     arrows = [m for m in markers if m.type == Marker.ARROW and m.action == Marker.ADD]
-    assert [m.id for m in arrows] == [2, 5]
-    for arrow in arrows:
+    assert [m.id for m in arrows] == [2, 5, 8]
+    for arrow, params in zip(arrows, boxes.params):  # the velocity, exactly (float64 points)
         tail, tip = arrow.points
-        np.testing.assert_allclose([tip.x - tail.x, tip.y - tail.y], [3.0, -1.0])
+        assert [tip.x - tail.x, tip.y - tail.y] == list(params[7:9])
+    assert [m.color.a for m in arrows] == [1.0, 1.0, 0.0]  # the parked box's is invisible
     assert len({(m.ns, m.id) for m in markers[1:]}) == len(markers) - 1
     empty = deserialize_message(markers_cdr(detections(0), 0), MarkerArray)
     assert [m.action for m in empty.markers] == [Marker.DELETEALL]

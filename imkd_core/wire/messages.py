@@ -146,9 +146,12 @@ def markers_msg(boxes: Boxes, stamp: int, frame_id: str = BASE_FRAME,
                 color: tuple[float, float, float] | None = None):
     """Boxes -> visualization_msgs/MarkerArray: a DELETEALL, then per box a LINE_LIST box, a
     TEXT_VIEW_FACING label above it (the class name, and the score when the boxes have scores)
-    and, when faster than `min_speed` m/s, an ARROW showing one second of motion. `ns` is the
-    class name; ids per box are 3i, 3i+1, 3i+2. Colour: the class's (`CLASS_COLORS`), or
-    `color` for every box (ground truth: `GT_COLOR`, to tell it from detections in RViz)."""
+    and, when its velocity is finite, an ARROW showing one second of motion, points
+    (x, y, z) -> (x + vx, y + vy, z): the box's velocity on the wire (Detection3D has none;
+    `imkd-score` reads it back). Arrows of boxes not faster than `min_speed` m/s are fully
+    transparent (alpha 0), so RViz shows no blobs for parked boxes. `ns` is the class name;
+    ids per box are 3i, 3i+1, 3i+2. Colour: the class's (`CLASS_COLORS`), or `color` for every
+    box (ground truth: `GT_COLOR`, to tell it from detections in RViz)."""
     header = header_msg(stamp, frame_id)
     markers = [_marker(header, "", 0, MARKER_ARROW, action=MARKER_DELETEALL)]
     corners = box_corners(boxes.params) if len(boxes) else np.zeros((0, 8, 3))
@@ -165,8 +168,10 @@ def markers_msg(boxes: Boxes, stamp: int, frame_id: str = BASE_FRAME,
                                scale=(0, 0, 0.6), color=rgba, lifetime_ns=lifetime_ns,
                                text=text))
         vx, vy = float(params[7]), float(params[8])
-        if math.hypot(vx, vy) > min_speed:
+        if math.isfinite(vx) and math.isfinite(vy):
+            arrow_rgba = rgba if math.hypot(vx, vy) > min_speed else (*rgba[:3], 0.0)
             markers.append(_marker(header, name, 3 * i + 2, MARKER_ARROW,
-                                   scale=(0.15, 0.3, 0.3), color=rgba, lifetime_ns=lifetime_ns,
+                                   scale=(0.15, 0.3, 0.3), color=arrow_rgba,
+                                   lifetime_ns=lifetime_ns,
                                    points=[(x, y, z), (x + vx, y + vy, z)]))
     return _t(MARKERS_TYPE)(markers=markers)
