@@ -58,3 +58,22 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(f"{path}: checkpoint version {payload['version']} is newer than this "
                          f"code ({CHECKPOINT_VERSION})")
     return payload
+
+
+def release_checkpoint(source: str | os.PathLike, out: str | os.PathLike,
+                       provenance: dict | None = None) -> dict[str, Any]:
+    """Write `source`'s weights and config to `out` without its training state (optimizer,
+    scheduler, RNG: two thirds of a trainer's file, and nothing inference reads). `extra` keeps
+    where the weights came from: the source's training position and `provenance` (plain
+    values, e.g. the recipe and its metrics). Returns that `extra`."""
+    payload = load_checkpoint(source)
+    trained = payload.get("extra", {})
+    extra = {"released_from": {"position": trained.get("position", {}),
+                               "run": trained.get("run", {})},
+             **(provenance or {})}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    released = {key: payload[key] for key in ("format", "version", "kind", "config",
+                                              "state_dict")}
+    write_atomic(out, lambda tmp: torch.save({**released, "extra": extra}, tmp))
+    return extra

@@ -167,6 +167,10 @@ def _add_evaluate(sub) -> None:
     _add_cache_options(p)
     p.add_argument("--by-condition", action="store_true",
                    help="also score each scene condition (day / night / rain) alone")
+    p.add_argument("--robustness", action="store_true",
+                   help="student checkpoints: also score each camera out, the radars out and "
+                        "each scene condition, in the same pass (--out/robustness/; implies "
+                        "--by-condition)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
@@ -174,13 +178,20 @@ def _add_evaluate(sub) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from imkd_core.data.nuscenes import NuScenesDataError
+    from imkd_core.evaluation.robustness import ALL_SENSORS, robustness
     from imkd_core.evaluation.runner import evaluate_checkpoint
 
+    cache_dir = None if args.no_cache else args.cache_dir
     try:
-        metrics = evaluate_checkpoint(args.checkpoint, args.dataroot, args.out, args.split,
-                                      device=args.device, quiet=args.quiet,
-                                      cache_dir=None if args.no_cache else args.cache_dir,
-                                      by_condition=args.by_condition)
+        if args.robustness:  # one pass: the report is the all-sensors variant's
+            table = robustness(args.checkpoint, args.dataroot, args.out / "robustness",
+                               args.split, device=args.device, cache_dir=cache_dir,
+                               quiet=args.quiet, report_dir=args.out)
+            metrics = table["variants"][ALL_SENSORS]
+        else:
+            metrics = evaluate_checkpoint(args.checkpoint, args.dataroot, args.out, args.split,
+                                          device=args.device, quiet=args.quiet,
+                                          cache_dir=cache_dir, by_condition=args.by_condition)
     except FileNotFoundError as exc:
         print(f"imkd evaluate: {exc.filename}: no such file", file=sys.stderr)
         return 2
@@ -189,6 +200,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     print(f"imkd evaluate: NDS {metrics['NDS']:.4f}, mAP {metrics['mAP']:.4f}; "
           f"report {args.out / 'report.md'}")
+    if args.robustness:
+        print(f"imkd evaluate: robustness {args.out / 'robustness' / 'robustness.md'}")
     return 0
 
 
@@ -201,15 +214,23 @@ def _add_export(sub) -> None:
                     "for TorchScript). Fixed camera set and image size, radar point count "
                     "dynamic; ONNX opset 18, standard operators only.")
     p.add_argument("--checkpoint", type=Path, required=True, help="student checkpoint (.pt)")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    p.add_argument("--out", type=Path, required=True, help="file to write (.onnx / .ts)")
+    p.add_argument("--format", choices=("onnx", "torchscript", "checkpoint"), default="onnx",
+                   help="checkpoint: the weights and config alone, without the training "
+                        "state (what models/ ships; a teacher too)")
+    p.add_argument("--out", type=Path, required=True, help="file to write (.onnx / .ts / .pt)")
     p.set_defaults(func=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
+    from imkd_core.checkpoint import release_checkpoint
     from imkd_core.export import export_checkpoint
 
     try:
+        if args.format == "checkpoint":
+            release_checkpoint(args.checkpoint, args.out)
+            size = args.out.stat().st_size / 2**20
+            print(f"imkd export: {args.checkpoint} -> {args.out} (weights only, {size:.1f} MiB)")
+            return 0
         info = export_checkpoint(args.checkpoint, args.format, args.out)
     except FileNotFoundError as exc:
         print(f"imkd export: {exc.filename}: no such file", file=sys.stderr)

@@ -128,6 +128,10 @@ class LidarTeacherConfig:
     # brought to the grid by a strided conv before the backbone, so the teacher's features,
     # head and targets stay on the student's grid (what the distillation losses compare)
     pillar_subdivision: int = 1
+    # Points below this height (m, ego frame: the ground is z ~ 0) are the first to go when a
+    # sweep has more than max_points: ~65 % of a nuScenes-like sweep is road, and a uniform
+    # subsample keeps as few object returns as it keeps road. null: uniform subsampling.
+    ground_below: float | None = None
     bev_backbone: BEVBackboneConfig = field(default_factory=BEVBackboneConfig)
 
 

@@ -190,6 +190,21 @@ def subsample(n: int, max_points: int, rng: np.random.Generator | None) -> np.nd
     return np.linspace(0, n - 1, max_points).round().astype(np.int64)
 
 
+def ground_last_subsample(z: np.ndarray, max_points: int, ground_below: float | None,
+                          rng: np.random.Generator | None) -> np.ndarray:
+    """Indices of at most `max_points` points: those at or above `ground_below` first (a
+    subsample of them when they alone are too many), then ground points to fill the budget.
+    `ground_below=None`: `subsample`, uniform over all points."""
+    if ground_below is None or len(z) <= max_points:
+        return subsample(len(z), max_points, rng)
+    above = np.flatnonzero(z >= ground_below)
+    if len(above) >= max_points:
+        return above[subsample(len(above), max_points, rng)]
+    ground = np.flatnonzero(z < ground_below)
+    fill = ground[subsample(len(ground), max_points - len(above), rng)]
+    return np.sort(np.concatenate([above, fill]))
+
+
 class Preprocessor:
     """`Preprocessor(config, train)(sample)` -> dict of CPU (or `device`) tensors, unbatched."""
 
@@ -283,7 +298,8 @@ class Preprocessor:
             lidar = np.asarray(sample.lidar.points, dtype=np.float32)[:, :5]
             lidar = augment_points(lidar, A)
             lidar = lidar[self._inside(lidar)] if len(lidar) else lidar.reshape(0, 5)
-            lidar = lidar[subsample(len(lidar), cfg.lidar.pillars.max_points, point_rng)]
+            lidar = lidar[ground_last_subsample(lidar[:, 2], cfg.lidar.pillars.max_points,
+                                                cfg.lidar.ground_below, point_rng)]
             out["lidar_points"] = torch.from_numpy(np.ascontiguousarray(lidar))
 
         if sample.gt is not None:

@@ -52,6 +52,27 @@ RADAR_FILTERS = ("nuscenes", "all")  # the names `RadarFilter.from_spec` knows
 INT64_MAX = 2**63 - 1
 
 
+# The student shipped with the package (models/, installed under share/imkd_ros/models).
+SHIPPED_STUDENT = "package://imkd_ros/models/imkd_tiny_student.pt"
+PACKAGE_URI = "package://"
+
+
+def resolve_package_uri(value: str) -> str:
+    """`package://<pkg>/<path>` -> `<pkg's share directory>/<path>`, the ROS convention of
+    `camera_info_url` and robot meshes; any other value is returned as it is. Raises
+    LookupError naming the package when no prefix on AMENT_PREFIX_PATH has it."""
+    if not value.startswith(PACKAGE_URI):
+        return value
+    package, _, relative = value[len(PACKAGE_URI):].partition("/")
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+    try:
+        share = get_package_share_directory(package)
+    except (PackageNotFoundError, ValueError) as exc:
+        raise LookupError(f"package {package!r} is not installed on AMENT_PREFIX_PATH") from exc
+    return str(Path(share) / relative)
+
+
 class ParameterError(ValueError):
     """A parameter value the node cannot start with; the text names the parameter."""
 
@@ -116,11 +137,14 @@ def param(default: Any, description: str, **rules: Any) -> Any:
 class DetectorParams:
     """The node's parameters (times in seconds); construction checks every rule."""
 
-    checkpoint: str = param("", "Model checkpoint (.pt) written by "
-                                "imkd_core.checkpoint.save_checkpoint, or a file of `imkd "
-                                "export` (.onnx for backend onnxruntime, TorchScript for "
-                                "torch): its model config travels inside", required=True,
-                            existing_file=True)
+    checkpoint: str = param(SHIPPED_STUDENT, "Model checkpoint (.pt) written by "
+                                             "imkd_core.checkpoint.save_checkpoint, or a file "
+                                             "of `imkd export` (.onnx for backend onnxruntime, "
+                                             "TorchScript for torch): its model config travels "
+                                             "inside. package://<pkg>/<path>: a file of an "
+                                             "installed package's share directory; default: "
+                                             "the shipped student (models/README.md)",
+                            required=True, existing_file=True)
     device: str = param("auto", "Torch device: auto (cuda if available), cpu or cuda",
                         choices=DEVICES)
     backend: str = param("torch", "Inference backend: torch (eager checkpoint or TorchScript "
@@ -214,7 +238,14 @@ class DetectorParams:
     def from_values(cls, values: Mapping[str, Any]) -> DetectorParams:
         """From ROS parameter values (the string arrays as `string_list` takes them)."""
         arrays = {name for name, kind, *_ in _table() if kind == "tuple[str, ...]"}
-        return cls(**{k: string_list(k, v) if k in arrays else v for k, v in values.items()})
+        files = {name for name, _, _, spec in _table() if spec.existing_file}
+        values = {k: string_list(k, v) if k in arrays else v for k, v in values.items()}
+        for name in files & values.keys():
+            try:
+                values[name] = resolve_package_uri(values[name])
+            except LookupError as exc:
+                raise ParameterError(f"parameter '{name}' = {values[name]!r}: {exc}") from None
+        return cls(**values)
 
     def sync_config(self) -> SyncConfig:
         return SyncConfig(

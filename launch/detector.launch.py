@@ -1,5 +1,6 @@
 """Launch the IMKD detector on nuScenes-named topics, optionally with a bag replay and RViz.
 
+    ros2 launch imkd_ros detector.launch.py                  # the shipped student
     ros2 launch imkd_ros detector.launch.py checkpoint:=/path/student.pt
     ros2 launch imkd_ros detector.launch.py checkpoint:=student.pt bag:=/data/scene.bag rviz:=true
     ros2 launch imkd_ros detector.launch.py checkpoint:=student.pt bag:=/data/other_tool.mcap \
@@ -35,7 +36,9 @@ from imkd_ros.parameters import NODE_NAME, string_list
 from launch import LaunchDescription
 
 ARGUMENTS = {
-    "checkpoint": (None, "Model checkpoint (.pt); required"),
+    "checkpoint": ("", "Model checkpoint (.pt, or an `imkd export` file); empty: the "
+                       "params_file's, by default the shipped student "
+                       "(package://imkd_ros/models/imkd_tiny_student.pt)"),
     "device": ("auto", "auto | cpu | cuda"),
     "params_file": ("", "Node parameter YAML; empty: the installed config/detector.yaml"),
     "compressed": ("false", "true: subscribe /CAM_X/image_raw/compressed"),
@@ -104,12 +107,14 @@ def _setup(context):
     params_file = arg["params_file"] or f"{share}/config/detector.yaml"
     file_values = file_parameters(params_file)
     compressed = arg["compressed"] == "true"
-    overrides = {"checkpoint": arg["checkpoint"], "device": arg["device"],
+    overrides = {"device": arg["device"],
                  "compressed_images": compressed, "trigger": arg["trigger"],
                  "use_sim_time": replay,
                  # the player's publishers are reliable; best-effort readers lose large raw
                  # images on Fast DDS (benchmarks/bench_node.py)
                  "reliable_inputs": replay or arg["reliable_inputs"] == "true"}
+    if arg["checkpoint"]:
+        overrides["checkpoint"] = arg["checkpoint"]
     if replay:  # a bag is evaluated, not watched live: keep every keyframe the model lags on
         overrides["queue_size"] = max(int(file_values.get("queue_size", 1)), BAG_QUEUE_SIZE)
     for sensors in ("cameras", "radars"):  # a subset; rcl cannot pass an empty list: "none"
@@ -134,11 +139,6 @@ def _setup(context):
 
 
 def generate_launch_description() -> LaunchDescription:
-    declared = []
-    for name, (default, description) in ARGUMENTS.items():
-        if default is None:
-            declared.append(DeclareLaunchArgument(name, description=description))
-        else:
-            declared.append(DeclareLaunchArgument(name, default_value=default,
-                                                  description=description))
+    declared = [DeclareLaunchArgument(name, default_value=default, description=description)
+                for name, (default, description) in ARGUMENTS.items()]
     return LaunchDescription([*declared, OpaqueFunction(function=_setup)])

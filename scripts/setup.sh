@@ -79,7 +79,7 @@ inputs_hash() {
         (cd "$ROOT" && cat "${INPUTS[@]}" scripts/setup.sh $(find interfaces -type f | sort))
         if [[ $DISTRO == kilted ]]; then
             # a file added to or removed from what setup.py installs changes the venv's links
-            (cd "$ROOT" && find launch config resource -type f | sort)
+            (cd "$ROOT" && find launch config resource models -type f | sort)
             echo "$WHEELS"
             if [[ -d $WHEELS ]]; then
                 (cd "$WHEELS" && find . -type f -print0 | sort -z | xargs -0 sha256sum)

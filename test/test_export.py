@@ -201,6 +201,30 @@ def test_cli_export_refuses_a_teacher_and_a_missing_file(tmp_path, capsys):
     assert not (tmp_path / "t.onnx").exists()
 
 
+def test_released_checkpoint_keeps_weights_and_drops_training_state(tmp_path, capsys):
+    """`imkd export --format checkpoint` (what models/ ships): same weights, config and kind,
+    loadable by the pipeline, without the optimizer state a trainer's file carries."""
+    from imkd_core.checkpoint import load_checkpoint
+    from imkd_core.models import Teacher
+
+    config = load_model_config("tiny")
+    teacher = Teacher(config)
+    optimizer = torch.optim.AdamW(teacher.parameters())
+    trained = {"optimizer": optimizer.state_dict(), "position": {"epoch": 3, "step": 90}}
+    save_checkpoint(tmp_path / "last.pt", teacher, config, extra=trained)
+    assert imkd_main(["export", "--checkpoint", str(tmp_path / "last.pt"), "--format",
+                      "checkpoint", "--out", str(tmp_path / "teacher.pt")]) == 0
+    assert "weights only" in capsys.readouterr().out
+    source = load_checkpoint(tmp_path / "last.pt")
+    released = load_checkpoint(tmp_path / "teacher.pt")
+    assert released["kind"] == "teacher" and released["config"] == source["config"]
+    assert released["state_dict"].keys() == source["state_dict"].keys()
+    assert all(torch.equal(released["state_dict"][k], v) for k, v in source["state_dict"].items())
+    assert "optimizer" not in released["extra"]
+    assert released["extra"]["released_from"]["position"] == {"epoch": 3, "step": 90}
+    assert DetectorPipeline.from_checkpoint(tmp_path / "teacher.pt").kind == "teacher"
+
+
 @pytest.mark.slow
 def test_exported_r50_student_equals_eager(world, tmp_path):
     ckpt = make_checkpoint(tmp_path / "r50.pt", "r50_256x704")

@@ -191,3 +191,19 @@ def test_node_declares_the_table_as_ros2_param_describe_shows_it(tmp_path):
             client_node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_package_uris_resolve_to_the_share_directory():
+    """`package://imkd_ros/<path>` (the default checkpoint's form) names a file of the installed
+    share directory; an unknown package is refused naming the parameter and the package."""
+    from ament_index_python.packages import get_package_share_directory
+
+    share = Path(get_package_share_directory("imkd_ros"))
+    params = DetectorParams.from_values({"checkpoint": "package://imkd_ros/package.xml"})
+    assert params.checkpoint == str(share / "package.xml")
+    with pytest.raises(ParameterError, match=re.escape(
+            "parameter 'checkpoint' = 'package://no_such_pkg/m.pt': package 'no_such_pkg' is "
+            "not installed")):
+        DetectorParams.from_values({"checkpoint": "package://no_such_pkg/m.pt"})
+    with pytest.raises(ParameterError, match="no such file"):
+        DetectorParams.from_values({"checkpoint": "package://imkd_ros/models/none.pt"})

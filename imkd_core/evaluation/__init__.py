@@ -7,7 +7,9 @@
   every keyframe of a split -> `metrics.evaluate_detections`, with the results JSON, metrics and
   a report written to an output folder. It reads Samples the way the trainer does
   (`data.dataset`), so what is trained is what is scored.
+- `robustness` (`imkd evaluate --robustness`): the runner's pass with each camera out, the
+  radars out and per scene condition, as one table.
 
-This package's `__init__` imports neither: `data` uses `metrics` (the world's `--check`, the
+This package's `__init__` imports none of them: `data` uses `metrics` (the world's `--check`, the
 radar baseline), and must not reach the runner's pipeline through it.
 """

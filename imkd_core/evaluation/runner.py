@@ -8,7 +8,8 @@ makes, so what is scored is what is deployed; Samples come from `data.dataset.Ke
 with the options the trainer used for that model kind (`reader_options`), through the same
 sample cache. Teacher checkpoints evaluate the same way (they read LiDAR). One keyframe at a
 time: the pipeline is the batch-of-one inference path, and batching here would score a
-different code path than the node runs.
+different code path than the node runs. The steps are functions (`open_checkpoint`, `detect`,
+`score`, `write_evaluation`) that `evaluation.robustness` runs with its sensor variants.
 
 `DIR` receives `results_<split>.json` (the official submission format) and
 `metrics_summary.json` (the devkit's, via `evaluation.metrics.evaluate_detections`), plus
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,46 +58,105 @@ def scene_conditions(description: str) -> list[str]:
     return found or ["day"]
 
 
+Variant = Callable[[Sample], Sample]  # a keyframe as decoded -> the keyframe the model gets
+
+
+def open_checkpoint(checkpoint: str | os.PathLike, dataroot: str | os.PathLike, split: str,
+                    device: str = "auto", cache_dir: str | os.PathLike | None = None
+                    ) -> tuple[DetectorPipeline, KeyframeDataset]:
+    """The pipeline of `checkpoint` and the keyframes of `split`, read as the trainer read
+    them for that model kind (`reader_options`), through the sample cache when given."""
+    pipe = DetectorPipeline.from_checkpoint(checkpoint, device=device)
+    data = KeyframeDataset(dataroot, split, options=reader_options(pipe.kind, lidar=False),
+                           cache_dir=cache_dir)
+    return pipe, data
+
+
+def detect(pipe: DetectorPipeline, data: KeyframeDataset, variants: Mapping[str, Variant],
+           keep: Collection[int] = (), quiet: bool = False
+           ) -> tuple[dict[str, dict[str, Boxes]], dict[int, Sample]]:
+    """`pipe` on every keyframe of `data` once per variant: {variant: {token: Boxes}}, and the
+    keyframes (as decoded) at the indices in `keep`. Each keyframe is decoded once, whatever
+    the number of variants: they see the same Sample, changed by the variant."""
+    results: dict[str, dict[str, Boxes]] = {name: {} for name in variants}
+    kept: dict[int, Sample] = {}
+    for index in tqdm(range(len(data)), desc=f"evaluate {data.split}", unit="sample",
+                      disable=quiet, dynamic_ncols=True):
+        sample = data.sample(index)
+        for name, variant in variants.items():
+            results[name][sample.token] = pipe(variant(sample))
+        if index in keep:
+            kept[index] = sample
+    return results, kept
+
+
+def condition_subsets(data: KeyframeDataset) -> dict[str, list[str]]:
+    """Scene condition (`scene_conditions`) -> the tokens of `data` in scenes of it."""
+    nusc = data.reader.nusc
+    subsets: dict[str, list[str]] = {}
+    for token in data.tokens:
+        scene = nusc.get("scene", nusc.get("sample", token)["scene_token"])
+        for condition in scene_conditions(scene["description"]):
+            subsets.setdefault(condition, []).append(token)
+    return subsets
+
+
+def score(data: KeyframeDataset, results: Mapping[str, Boxes], out_dir: str | os.PathLike,
+          meta: Mapping[str, bool], by_condition: bool = False,
+          pr_curves: Sequence[str] = ()) -> dict[str, Any]:
+    """The devkit's metrics of `results` (token -> Boxes) on `data`'s split (files under
+    `out_dir`, as `evaluate_detections` writes them), per scene condition too when
+    `by_condition`; without the devkit's `summary` (its metrics_summary.json holds it)."""
+    subsets = condition_subsets(data) if by_condition else {}
+    metrics = evaluate_detections(data.dataroot, data.version, data.split, results, out_dir,
+                                  nusc=data.reader.nusc, meta=meta, subsets=subsets,
+                                  pr_curves=pr_curves)
+    metrics.pop("summary")
+    return metrics
+
+
+def submission_meta(kind: str, radar: bool = True) -> dict[str, bool]:
+    """The submission's `meta`: the sensors a model of `kind` read (`radar`: if it got any)."""
+    teacher = kind == "teacher"
+    return {"use_camera": not teacher, "use_lidar": teacher, "use_radar": radar and not teacher,
+            "use_map": False, "use_external": False}
+
+
 def evaluate_checkpoint(checkpoint: str | os.PathLike, dataroot: str | os.PathLike,
                         out_dir: str | os.PathLike, split: str = "val", device: str = "auto",
                         cache_dir: str | os.PathLike | None = None, quiet: bool = False,
                         by_condition: bool = False) -> dict[str, Any]:
     """Detect on every keyframe of `split`, score with the devkit, write the report; returns
     the metrics (as `metrics.json`). `by_condition`: also per scene condition (`subsets`)."""
-    pipe = DetectorPipeline.from_checkpoint(checkpoint, device=device)
-    data = KeyframeDataset(dataroot, split, options=reader_options(pipe.kind, lidar=False),
-                           cache_dir=cache_dir)
-    results = {}
-    drawn = set(np.linspace(0, len(data) - 1, min(OVERLAY_SAMPLES, len(data))).round()
-                .astype(int).tolist())
-    overlays: list[tuple[Sample, Boxes]] = []
-    for index in tqdm(range(len(data)), desc=f"evaluate {split}", unit="sample",
-                      disable=quiet, dynamic_ncols=True):
-        sample = data.sample(index)
-        results[sample.token] = pipe(sample)
-        if index in drawn:
-            overlays.append((sample, results[sample.token]))
-    teacher = pipe.kind == "teacher"
-    meta = {"use_camera": not teacher, "use_lidar": teacher, "use_radar": not teacher,
-            "use_map": False, "use_external": False}
-    nusc = data.reader.nusc
-    subsets: dict[str, list[str]] = {}
-    if by_condition:
-        for token in data.tokens:
-            scene = nusc.get("scene", nusc.get("sample", token)["scene_token"])
-            for condition in scene_conditions(scene["description"]):
-                subsets.setdefault(condition, []).append(token)
-    metrics = evaluate_detections(data.dataroot, data.version, split, results, out_dir,
-                                  nusc=nusc, meta=meta, subsets=subsets, pr_curves=PR_CLASSES)
-    metrics.pop("summary")  # the devkit's own file, metrics_summary.json, holds it
+    pipe, data = open_checkpoint(checkpoint, dataroot, split, device, cache_dir)
+    results, kept = detect(pipe, data, {"": lambda sample: sample}, overlay_indices(data),
+                           quiet)
+    return write_evaluation(checkpoint, pipe, data, results[""], kept, out_dir, by_condition)
+
+
+def overlay_indices(data: KeyframeDataset) -> list[int]:
+    """The keyframes the report draws: `OVERLAY_SAMPLES` spread evenly over the split."""
+    return sorted(set(np.linspace(0, len(data) - 1, min(OVERLAY_SAMPLES, len(data))).round()
+                      .astype(int).tolist()))
+
+
+def write_evaluation(checkpoint: str | os.PathLike, pipe: DetectorPipeline,
+                     data: KeyframeDataset, results: Mapping[str, Boxes],
+                     overlays: Mapping[int, Sample], out_dir: str | os.PathLike,
+                     by_condition: bool = False) -> dict[str, Any]:
+    """Score `results` (the pipeline on every keyframe of `data`) and write the evaluation
+    folder (module doc) with `overlays` (index -> keyframe) drawn; returns the metrics."""
+    metrics = score(data, results, out_dir, submission_meta(pipe.kind), by_condition,
+                    PR_CLASSES)
     metrics.update(checkpoint=str(checkpoint), kind=pipe.kind, dataroot=str(data.dataroot),
                    version=data.version, num_samples=len(data))
     out = Path(out_dir)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_ap_bars(metrics, out / "ap_per_class.png")
     pictures = []
-    for k, (sample, boxes) in enumerate(overlays):
-        shown = _shown(boxes)
+    for k, index in enumerate(sorted(overlays)):
+        sample = overlays[index]
+        shown = _shown(results[sample.token])
         if sample.cameras:
             plot_cameras(sample, shown, out / f"sample_{k}_cameras.png")
             pictures.append(f"sample_{k}_cameras.png")
@@ -216,7 +277,8 @@ def plot_ap_bars(metrics: dict[str, Any], path: Path) -> None:
     _save_png(fig, path)
 
 
-def _num(value: float) -> str:
+def format_metric(value: float | None) -> str:
+    """A metric in a table: four decimals; "n/a" for None or NaN."""
     return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
@@ -232,15 +294,15 @@ def report_markdown(metrics: dict[str, Any], pictures: list[str] = ()) -> str:
         "",
         "| NDS | mAP | " + " | ".join(name for name, _ in TP_ERRORS) + " |",
         "| --- " * (2 + len(TP_ERRORS)) + "|",
-        f"| {_num(metrics['NDS'])} | {_num(metrics['mAP'])} | "
-        + " | ".join(_num(metrics[name]) for name, _ in TP_ERRORS) + " |",
+        f"| {format_metric(metrics['NDS'])} | {format_metric(metrics['mAP'])} | "
+        + " | ".join(format_metric(metrics[name]) for name, _ in TP_ERRORS) + " |",
         "",
         "| class | AP | ATE | ASE | AOE | AVE | AAE |",
         "| --- " * 7 + "|",
     ]
     for name, row in metrics["per_class"].items():
-        lines.append(f"| {name} | {_num(row['AP'])} | "
-                     + " | ".join(_num(row[key]) for _, key in TP_ERRORS) + " |")
+        lines.append(f"| {name} | {format_metric(row['AP'])} | "
+                     + " | ".join(format_metric(row[key]) for _, key in TP_ERRORS) + " |")
     lines += ["", "![AP per class](ap_per_class.png)", "",
               " ".join(f"![{name} precision-recall](pr_{name}.png)" for name in PR_CLASSES)]
     if metrics.get("subsets"):
@@ -248,14 +310,16 @@ def report_markdown(metrics: dict[str, Any], pictures: list[str] = ()) -> str:
                   "| condition | keyframes | NDS | mAP | " + " | ".join(n for n, _ in TP_ERRORS)
                   + " |", "| --- " * (4 + len(TP_ERRORS)) + "|"]
         for name, sub in metrics["subsets"].items():
-            lines.append(f"| {name} | {sub['num_samples']} | {_num(sub['NDS'])} | "
-                         f"{_num(sub['mAP'])} | "
-                         + " | ".join(_num(sub[n]) for n, _ in TP_ERRORS) + " |")
+            lines.append(f"| {name} | {sub['num_samples']} | {format_metric(sub['NDS'])} | "
+                         f"{format_metric(sub['mAP'])} | "
+                         + " | ".join(format_metric(sub[n]) for n, _ in TP_ERRORS) + " |")
     if pictures:
         lines += ["", "Sample keyframes (ground truth dashed, detections in class colours):", ""]
         lines += [f"![{Path(name).stem}]({name})" for name in pictures]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["OVERLAY_SAMPLES", "PR_CLASSES", "evaluate_checkpoint", "plot_ap_bars", "plot_bev",
-           "plot_cameras", "report_markdown", "scene_conditions"]
+__all__ = ["OVERLAY_SAMPLES", "PR_CLASSES", "Variant", "condition_subsets", "detect",
+           "evaluate_checkpoint", "format_metric", "open_checkpoint", "overlay_indices",
+           "plot_ap_bars", "plot_bev", "plot_cameras", "report_markdown", "scene_conditions",
+           "score", "submission_meta", "write_evaluation"]

@@ -126,6 +126,19 @@ def load_teacher(path: str | os.PathLike, config: ModelConfig, device: torch.dev
     if teacher_config.bev_grid != config.bev_grid:
         raise TrainError(f"{path}: the teacher's BEV grid {teacher_config.bev_grid} differs from "
                          f"the student's {config.bev_grid}; the feature losses need one grid")
+    # The student's run prepares the LiDAR the teacher reads (its `lidar` section): it must
+    # prepare it as the teacher's training did, or the teacher sees another input.
+    prepared = [(key, a, b) for key, a, b in (
+        ("lidar.pillars.max_points", teacher_config.lidar.pillars.max_points,
+         config.lidar.pillars.max_points),
+        ("lidar.ground_below", teacher_config.lidar.ground_below, config.lidar.ground_below),
+        ("lidar.max_dt", teacher_config.lidar.max_dt, config.lidar.max_dt)) if a != b]
+    if prepared:
+        raise TrainError(f"{path}: the teacher was trained on LiDAR prepared with "
+                         + ", ".join(f"{k}={a}" for k, a, _ in prepared)
+                         + "; this config prepares it with "
+                         + ", ".join(f"{k}={b}" for k, _, b in prepared)
+                         + " (pass --set for each, or the teacher's config)")
     teacher = build_model("teacher", teacher_config)
     teacher.load_state_dict(payload["state_dict"])
     return freeze(teacher.to(device))
@@ -344,6 +357,7 @@ def _train(run: Path, settings: RunSettings | None, config: ModelConfig | None,
             else:
                 scaler.step(optimizer)
                 scaler.update()
+            lr = optimizer.param_groups[0]["lr"]  # this step's; the scheduler sets the next's
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(model)
@@ -356,7 +370,7 @@ def _train(run: Path, settings: RunSettings | None, config: ModelConfig | None,
                 torch.cuda.synchronize()
             t1 = time.perf_counter()
             n = int(batch["bev_aug"].shape[0]) * env.world_size
-            record = {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+            record = {"step": step, "epoch": epoch, "lr": lr,
                       **{f"loss/{k}": v for k, v in zip(names, values)},
                       "grad_norm": float(grad_norm), "data_s": t_data - t0, "step_s": t1 - t0,
                       "samples_per_s": n / (t1 - t0)}
