@@ -25,6 +25,9 @@ setup(
         share("config", "*.schema.json"),
         share("config/model", "*.yaml"),
         share("config/benchmark", "*.yaml"),
+        # the shipped student and its teacher (models/README.md): the node's default checkpoint
+        share("models", "*.pt"),
+        share("models", "*.json"),
         # .msg text that imkd_core.wire.typestore registers with rosbags (bag schemas)
         share("interfaces/vision_msgs/msg", "*.msg"),
         share("interfaces/tf2_msgs/msg", "*.msg"),
@@ -40,6 +43,7 @@ setup(
             "imkd = imkd_core.cli:main",
             "nuscenes2bag = imkd_ros.nuscenes2bag:main",
             "imkd-replay = imkd_ros.replay:main",
+            "imkd-score = imkd_ros.score:main",
             "detector = imkd_ros.detector_node:main",
         ],
     },

@@ -50,7 +50,7 @@ from imkd_core.data.world.config import WorldConfig, parse_image_size
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_CHECKPOINT = REPO_ROOT / "models" / "imkd_tiny_student.pt"
-DEMO_SEED = 2026  # the shipped model trains on the benchmark world, seed 0: never seen here
+DEMO_SEED = 2026  # the shipped model trained on worlds of seed 0: never seen here
 DEFAULT_DOMAIN_ID = 42
 NDS_TOLERANCE = 1e-3
 PICTURE_SCENES = 3  # camera + BEV pictures: the middle keyframe of each of the first scenes

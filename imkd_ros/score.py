@@ -7,9 +7,9 @@ The `vision_msgs/Detection3DArray`s (boxes in their header frame, which must be 
 ego frame `base_link`) are matched to nuScenes sample tokens by stamp: an array stamped with a
 `/imkd/keyframes` record's `timestamp` holds that keyframe's detections (records from the live
 topic, from the scored bag, or from `--keyframes-bag`, the bag the detector ran on). Velocity
-comes from the MarkerArray's ARROW markers (docs/ARCHITECTURE.md §Messages: id 3i+2 <->
-detection i, same stamp), 0 without them; attributes are the devkit default by speed, as for
-our model (`evaluation.metrics.default_attribute`). The official results JSON and the
+comes from the MarkerArray's ARROW markers (docs/ARCHITECTURE.md §Conventions, Messages: id
+3i+2 <-> detection i, same stamp), 0 without them; attributes are the devkit default by speed,
+as for our model (`evaluation.metrics.default_attribute`). The official results JSON and the
 devkit's metrics (`evaluation.metrics.evaluate_detections`) go to `--out`, all files written
 aside and moved in only when complete.
 

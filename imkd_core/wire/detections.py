@@ -4,8 +4,9 @@ The inverse of `imkd_core.wire.cdr` for any detector's output: `decode_detection
 `vision_msgs/Detection3DArray` (centre = `bbox.center`, size = `bbox.size` as (l, w, h), yaw
 from the quaternion, class = `results[0].hypothesis.class_id`, score = `results[0]...score`);
 `decode_velocities` reads the ARROW markers that carry velocity by the project's convention
-(docs/ARCHITECTURE.md §Messages: id 3i+2 <-> detection i of the array with the same stamp,
-points (x, y, z) -> (x + vx, y + vy, z)). One decoder for bags and live raw subscriptions.
+(docs/ARCHITECTURE.md §Conventions, Messages: id 3i+2 <-> detection i of the array with the
+same stamp, points (x, y, z) -> (x + vx, y + vy, z)). One decoder for bags and live raw
+subscriptions.
 """
 
 from __future__ import annotations
