@@ -67,10 +67,16 @@ def resolve_package_uri(value: str) -> str:
     from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
     try:
-        share = get_package_share_directory(package)
-    except (PackageNotFoundError, ValueError) as exc:
-        raise LookupError(f"package {package!r} is not installed on AMENT_PREFIX_PATH") from exc
-    return str(Path(share) / relative)
+        share = Path(get_package_share_directory(package))
+    except (PackageNotFoundError, ValueError, OSError) as exc:  # OSError: no AMENT_PREFIX_PATH
+        # The prefix this interpreter runs from is an ament prefix too when the package was
+        # installed into it (a venv's `make setup`, run without `source .venv/bin/activate`).
+        share = Path(sys.prefix) / "share" / package
+        marker = Path(sys.prefix) / "share" / "ament_index" / "resource_index" / "packages"
+        if not (marker / package).is_file():
+            raise LookupError(f"package {package!r} is not installed on AMENT_PREFIX_PATH "
+                              f"or in {sys.prefix}") from exc
+    return str(share / relative)
 
 
 class ParameterError(ValueError):
