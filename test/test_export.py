@@ -37,6 +37,11 @@ from imkd_core.models.head import decode
 from imkd_core.pipeline import DetectorPipeline
 
 HEAD_ATOL = 1e-4
+# The heatmap's last conv has its weights multiplied by 5e3 (make_checkpoint), so float32
+# rounding of its inputs under another reduction order (ONNX Runtime's threads) reaches it
+# 5e3-fold: up to 2.7e-4 measured, for logits of magnitude ~2.5. The decoded boxes, scores and
+# labels are still compared at HEAD_ATOL.
+HEATMAP_ATOL = 1e-3
 
 
 def make_checkpoint(path, config_name: str = "tiny", seed: int = 1):
@@ -81,7 +86,8 @@ def exported(tmp_path_factory):
 
 
 def assert_same(reference: DetectorPipeline, other: DetectorPipeline, samples) -> int:
-    """Head maps within HEAD_ATOL, identical decoded boxes; returns the number of boxes."""
+    """Head maps within HEAD_ATOL (the amplified heatmap: HEATMAP_ATOL), identical decoded
+    labels, boxes and scores within HEAD_ATOL; returns the number of boxes."""
     boxes_seen = 0
     for sample in samples:
         batch = reference.preprocess(sample)
@@ -90,7 +96,8 @@ def assert_same(reference: DetectorPipeline, other: DetectorPipeline, samples) -
         assert set(out) == set(OUTPUTS)
         for name in OUTPUTS:
             diff = float((out[name] - ref[name]).abs().max())
-            assert diff <= HEAD_ATOL, (sample.token, name, diff)
+            tolerance = HEATMAP_ATOL if name == "heatmap" else HEAD_ATOL
+            assert diff <= tolerance, (sample.token, name, diff)
         # decoded at a score threshold in a wide gap of the peak scores (a random model's
         # scores cluster; a threshold inside a cluster would test the noise, not the export)
         head = dataclasses.replace(reference.config.head,
