@@ -98,17 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         release_checkpoint(run / "checkpoints" / args.checkpoint, out / name,
                            {"card": CARD, "trained": record["command"]})
         dataroot = Path(record["run"]["dataroot"])
-        metrics = evaluate_checkpoint(out / name, dataroot, run / "release_eval", "val",
-                                      device="cpu", quiet=True, by_condition=True)
+        report = run / "release_eval"
+        if role == "student":  # one pass: the robustness variants and the normal report
+            card["robustness"] = robustness(out / name, dataroot, run / "release_robustness",
+                                            device="cpu", quiet=True, report_dir=report)
+            metrics = json.loads((report / "metrics.json").read_text())
+        else:
+            metrics = evaluate_checkpoint(out / name, dataroot, report, "val", device="cpu",
+                                          quiet=True, by_condition=True)
         card[role] = {"file": name, "sha256": file_sha256(out / name),
                       "bytes": (out / name).stat().st_size, "val": summary(metrics)}
         card["recipe"][role] = record
         card["world"] = json.loads((dataroot / "world.json").read_text())["config"]
         print(f"{role}: NDS {metrics['NDS']:.4f} mAP {metrics['mAP']:.4f}", flush=True)
-    card["robustness"] = robustness(out / STUDENT, Path(card["recipe"]["student"]["run"]
-                                                        ["dataroot"]),
-                                    args.student / "release_robustness", device="cpu",
-                                    quiet=True)
     with tempfile.TemporaryDirectory() as tmp:
         world = generate_world(Path(tmp) / "world", CHECK_WORLD, workers=2)
         check = evaluate_checkpoint(out / STUDENT, world, Path(tmp) / "eval", "val",
