@@ -192,16 +192,22 @@ def launch_env(domain_id: int) -> dict[str, str]:
     run in the offline evaluation's order and give the same boxes."""
     import torch
 
-    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    if sys.prefix not in prefixes:
-        prefixes.append(sys.prefix)
-    return {**os.environ, "AMENT_PREFIX_PATH": os.pathsep.join(prefixes),
+    return {**os.environ, "AMENT_PREFIX_PATH": ament_prefix_path(),
             "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain_id),
             "PYTHONUNBUFFERED": "1", "RCUTILS_COLORIZED_OUTPUT": "0",
             "OMP_NUM_THREADS": str(torch.get_num_threads())}
 
 
+def ament_prefix_path() -> str:
+    """AMENT_PREFIX_PATH with this venv on it, as `source .venv/bin/activate` sets it (`make
+    test` and `make demo` run .venv/bin/python without activating): where launch and `ros2`
+    find imkd_ros."""
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    return os.pathsep.join(prefixes if sys.prefix in prefixes else [*prefixes, sys.prefix])
+
+
 def ros2_executable() -> str:
+    """The `ros2` command of this venv (or PATH's)."""
     bindir = Path(sys.executable).parent
     exe = shutil.which("ros2", path=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
     if not exe:

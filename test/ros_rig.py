@@ -39,13 +39,6 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def ament_prefix_path() -> str:
-    """AMENT_PREFIX_PATH with this venv on it, as `source .venv/bin/activate` sets it (`make
-    test` runs .venv/bin/python without activating): where launch and `ros2` find imkd_ros."""
-    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    return os.pathsep.join(prefixes if sys.prefix in prefixes else [*prefixes, sys.prefix])
-
-
 def write_random_checkpoint(path: Path, max_detections: int = 40) -> Path:
     """A freshly initialised tiny student (deterministic), scoring every cell: near-random
     but reproducible detections, enough to prove the plumbing."""

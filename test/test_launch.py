@@ -24,11 +24,12 @@ import rclpy
 import yaml
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from ros_rig import ament_prefix_path, write_random_checkpoint
+from ros_rig import write_random_checkpoint
 from std_msgs.msg import String
 from vision_msgs.msg import LabelInfo
 
 from imkd_core.wire.names import KEYFRAMES_TOPIC, camera_info_topic, image_topic, pointcloud_topic
+from imkd_ros.demo import ament_prefix_path
 from imkd_ros.detector_node import DetectorNode
 from imkd_ros.parameters import DetectorParams
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
+from imkd_ros.demo import ament_prefix_path, ros2_executable
 
 pytest.importorskip(
     "ros2cli", reason="the ROS 2 command line is not importable here: `make setup` installs it "
@@ -26,14 +27,9 @@ LAUNCH_FILE = "detector.launch.py"
 
 def ros2(*args: str) -> str:
     """`ros2 ARGS` with this venv on AMENT_PREFIX_PATH, as `source .venv/bin/activate` sets it."""
-    bindir = Path(sys.executable).parent
-    exe = shutil.which("ros2", path=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
-    assert exe, "ros2cli is importable but no `ros2` executable is on PATH"
-    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    if sys.prefix not in prefixes:
-        prefixes.append(sys.prefix)
-    env = {**os.environ, "AMENT_PREFIX_PATH": os.pathsep.join(prefixes)}
-    result = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "AMENT_PREFIX_PATH": ament_prefix_path()}
+    result = subprocess.run([ros2_executable(), *args], env=env, capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, f"ros2 {' '.join(args)}:\n{result.stdout}{result.stderr}"
     return result.stdout
 

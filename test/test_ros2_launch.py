@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import rclpy
 import yaml
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ros_rig import NS, ament_prefix_path, write_random_checkpoint
+from ros_rig import NS, write_random_checkpoint
 from vision_msgs.msg import Detection3DArray
 
 from imkd_core.data.bag_reader import read_keyframe_records
@@ -29,6 +27,7 @@ from imkd_core.data.world.config import WorldConfig
 from imkd_core.data.world.generate import generate_world
 from imkd_core.sample import CAMERA_NAMES, RADAR_NAMES
 from imkd_core.wire.names import KEYFRAMES_TOPIC, camera_info_topic, image_topic, pointcloud_topic
+from imkd_ros.demo import ament_prefix_path, ros2_executable
 from imkd_ros.nuscenes2bag import convert
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -44,15 +43,10 @@ def ros2_env() -> dict[str, str]:
             "RCUTILS_COLORIZED_OUTPUT": "0", "OMP_NUM_THREADS": "1"}
 
 
-def ros2_exe() -> str:
-    bindir = Path(sys.executable).parent
-    exe = shutil.which("ros2", path=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
-    assert exe, "ros2launch is importable but no `ros2` executable is on PATH"
-    return exe
 
 
 def ros2_param(*args: str) -> str:
-    result = subprocess.run([ros2_exe(), "param", *args, "--no-daemon", "--spin-time", "2"],
+    result = subprocess.run([ros2_executable(), "param", *args, "--no-daemon", "--spin-time", "2"],
                             env=ros2_env(),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"ros2 param {' '.join(args)}:\n{result.stderr}"
@@ -91,7 +85,7 @@ def test_ros2_launch_with_a_bag(short_bag, tmp_path):
     with open(log_path, "w") as log:
         # its own session: Ctrl-C below goes to the whole group, as a terminal sends it
         launch = subprocess.Popen(
-            [ros2_exe(), "launch", "imkd_ros", "detector.launch.py", f"bag:={short_bag}",
+            [ros2_executable(), "launch", "imkd_ros", "detector.launch.py", f"bag:={short_bag}",
              "trigger:=keyframes", f"checkpoint:={checkpoint}", "device:=cpu"],
             stdout=log, stderr=subprocess.STDOUT, env=ros2_env(), start_new_session=True)
     try:
