@@ -42,6 +42,12 @@ BENCHMARK_ARGS ?=
 benchmark: setup
 	@$(PY) -m imkd_core.cli benchmark kd --out benchmark $(BENCHMARK_ARGS)
 
+# the investigation's extra variants (config/benchmark/investigate.yaml), into the same
+# directory: the benchmark's world, teacher and finished runs are reused, only the extras train
+.PHONY: benchmark-investigate
+benchmark-investigate: setup
+	@$(PY) -m imkd_core.cli benchmark kd --spec investigate --out benchmark $(BENCHMARK_ARGS)
+
 # `make demo`: `python -m imkd_ros.demo` into demo/ (report: demo/report.md): a small world,
 # its bags through `ros2 launch` with the shipped student, scored, against the offline
 # evaluation. DEMO_ARGS: e.g. --checkpoint F, --scenes N. `make demo-train`: the same after

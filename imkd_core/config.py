@@ -26,6 +26,9 @@ import yaml
 from imkd_core.geometry import BEVGrid
 from imkd_core.sample import CAMERA_NAMES, CLASSES
 
+STAGE2_LEVELS = ("input", "output")  # distill.stage2.levels
+INTENSITY_SOURCES = ("reflectance", "teacher_features")  # distill.intensity_map.source
+
 
 # ----------------------------------------------------------------------------------- sections
 @dataclass
@@ -55,6 +58,11 @@ class AugmentConfig:
     bev_scale: tuple[float, float] = (0.95, 1.05)
     bev_flip_x: float = 0.5  # probability of x -> -x
     bev_flip_y: float = 0.5  # probability of y -> -y
+    # Modality dropout: a sensor taken away as the node takes an absent one (a camera out:
+    # blank image, `cam_valid` False; radars out: no radar points), so the student learns not
+    # to lean on one modality alone. Probability per camera, and per sample for all radars.
+    camera_dropout: float = 0.0
+    radar_dropout: float = 0.0
 
 
 @dataclass
@@ -188,6 +196,11 @@ class IntensityMapConfig:
     gamma: float = 0.5  # imap = (clip(r / normalizer))**gamma lifts the many weak returns
     dilation: int = 1  # max-pool radius in cells (0 = none)
     min_height: float | None = None  # ignore returns below this ego z (e.g. 0.3: drop the road)
+    # What "intensity" is (the paper leaves it open): `reflectance` = the LiDAR returns' raw
+    # reflectance rasterised in BEV (the fields above); `teacher_features` = the teacher BEV
+    # feature's activation magnitude (channel L2 norm / its per-sample max, then ** gamma and
+    # the dilation), as RadarDistill and CRKD weight their feature losses.
+    source: str = "reflectance"  # reflectance | teacher_features
 
 
 @dataclass
@@ -212,6 +225,10 @@ class Stage2Config:
     intensity_weighted: bool = True
     label_guided: bool = True  # use the soft GT heatmap term (False: weight = I)
     normalize_teacher: bool = True
+    # Where the student is distilled: `output` = the first `channels` of the BEV backbone's
+    # output (the head's input), `input` = the fusion output (the BEV backbone's input, every
+    # channel). Both: per-level distillation, one adaptor each, same target and weights.
+    levels: list[str] = field(default_factory=lambda: ["output"])
 
 
 @dataclass
@@ -303,6 +320,18 @@ class ModelConfig:
             raise ValueError("image height and width must be multiples of camera.stride")
         if self.distill.stage2.channels > self.bev_backbone.out_channels:
             raise ValueError("distill.stage2.channels exceeds bev_backbone.out_channels")
+        levels = self.distill.stage2.levels
+        if not levels or set(levels) - set(STAGE2_LEVELS) or len(set(levels)) != len(levels):
+            raise ValueError(f"distill.stage2.levels must be distinct entries of "
+                             f"{list(STAGE2_LEVELS)}, not {levels}")
+        if self.distill.intensity_map.source not in INTENSITY_SOURCES:
+            raise ValueError(f"distill.intensity_map.source must be one of "
+                             f"{list(INTENSITY_SOURCES)}, not "
+                             f"{self.distill.intensity_map.source!r}")
+        for key in ("camera_dropout", "radar_dropout"):
+            p = getattr(self.augment, key)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"augment.{key} is a probability in [0, 1], not {p}")
         if self.fusion.mode == "intensity" and self.fusion.channels % self.fusion.heads:
             raise ValueError("fusion.channels must be divisible by fusion.heads")
         if self.fusion.window % 2 != 1:

@@ -7,7 +7,8 @@ Per sample (unbatched; `collate` pads and stacks):
   H x W (vertical window placed by `image.crop_anchor_v`), then optionally flipped. The same 2D
   affine map `image_aug` A (3x3, pixel centres on integers) is folded into the intrinsics:
   `intrinsics = A @ K`, so `intrinsics @ p_cam` lands on the augmented pixel of p.
-  A missing camera gives a zero image, `cam_valid` False and a placeholder calibration.
+  A missing camera gives a zero image, `cam_valid` False and a placeholder calibration; in
+  training, `augment.camera_dropout` / `radar_dropout` take sensors away the same way.
 - `bev_aug` (4, 4): flip-x/flip-y, then rotation about z, then isotropic scale. It is applied to
   every point cloud (xyz; radar velocities too), every box (centre, size, yaw, velocity) and every
   camera extrinsic (`cam2ego = bev_aug @ T_ego_cam`), so the teacher voxels, the radar pillars,
@@ -30,7 +31,7 @@ to its detections.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,12 +57,14 @@ class AugParams:
     bev_scale: float = 1.0
     bev_flip_x: bool = False
     bev_flip_y: bool = False
+    cameras_out: tuple[str, ...] = ()  # modality dropout: fed as absent cameras
+    radars_out: bool = False  # modality dropout: no radar points
 
     @classmethod
     def draw(cls, cfg: AugmentConfig, rng: np.random.Generator, height: int,
-             width: int) -> AugParams:
+             width: int, cameras: Sequence[str] = ()) -> AugParams:
         jitter = cfg.image_crop_jitter
-        return cls(
+        params = cls(
             image_scale=float(rng.uniform(*cfg.image_scale)),
             crop_dx=round(rng.uniform(-jitter, jitter) * width),
             crop_dy=round(rng.uniform(-jitter, jitter) * height),
@@ -72,6 +75,13 @@ class AugParams:
             bev_flip_x=bool(rng.random() < cfg.bev_flip_x),
             bev_flip_y=bool(rng.random() < cfg.bev_flip_y),
         )
+        # drawn last and only when enabled, so runs without dropout keep their random streams
+        if cfg.camera_dropout > 0:
+            params.cameras_out = tuple(name for name in cameras
+                                       if rng.random() < cfg.camera_dropout)
+        if cfg.radar_dropout > 0:
+            params.radars_out = bool(rng.random() < cfg.radar_dropout)
+        return params
 
 
 def bev_matrix(aug: AugParams) -> np.ndarray:
@@ -222,7 +232,7 @@ class Preprocessor:
         if not (self.train and self.config.augment.enabled):
             return AugParams()
         return AugParams.draw(self.config.augment, rng, self.config.image.height,
-                              self.config.image.width)
+                              self.config.image.width, self.config.image.cameras)
 
     def _inside(self, points: np.ndarray) -> np.ndarray:
         g = self.grid
@@ -259,7 +269,7 @@ class Preprocessor:
         images, Ks, Ts, valid = [], [], [], []
         image_aug = None
         for name in cfg.image.cameras:
-            cam = sample.cameras.get(name)
+            cam = None if name in aug.cameras_out else sample.cameras.get(name)
             if cam is None or cam.image is None or cam.image.size == 0:
                 images.append(torch.zeros((3, H, W), device=device))
                 Ks.append(np.array([[W, 0.0, (W - 1) / 2], [0.0, W, (H - 1) / 2], [0, 0, 1.0]]))
@@ -289,6 +299,8 @@ class Preprocessor:
 
         n_cols = len(RADAR_MODEL_COLUMNS)  # the model's inputs lead RADAR_POINT_COLUMNS
         radar = np.asarray(sample.radar_points(), dtype=np.float32)[:, :n_cols]
+        if aug.radars_out:
+            radar = radar[:0]
         radar = augment_points(radar, A, velocity_cols=(4,))
         radar = radar[self._inside(radar)] if len(radar) else radar.reshape(0, n_cols)
         radar = radar[subsample(len(radar), cfg.radar.pillars.max_points, point_rng)]

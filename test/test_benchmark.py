@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from imkd_core.benchmark.kd import BenchmarkError, final_checkpoint, read_record, run_benchmark
 from imkd_core.benchmark.report import pooled_std
@@ -112,6 +113,31 @@ def test_the_default_spec_plans_the_issue_s_runs():
     assert by["imkd-s1"].config.train.seed == 1
 
 
+def test_the_investigation_spec_extends_the_benchmark(tmp_path):
+    """investigate.yaml names only its extras: kd's world, schedule, teacher and variants are
+    its own, so its runs share the benchmark's directory and finished runs."""
+    base, spec = load_spec("kd"), load_spec("investigate")
+    assert spec.world == base.world and spec.schedule == base.schedule
+    base_runs = {r.name: r for r in plan_runs(base)}
+    runs = {r.name: r for r in plan_runs(spec)}
+    assert set(base_runs) < set(runs)
+    for name, plan in base_runs.items():  # the same runs, the same configs
+        assert runs[name].config == plan.config, name
+    extras = {r.variant: r for r in runs.values() if r.role == "extra"}
+    assert extras["intensity_teacher"].config.distill.intensity_map.source == "teacher_features"
+    assert extras["stage2_per_level"].config.distill.stage2.levels == ["output", "input"]
+    assert extras["modality_dropout"].config.augment.radar_dropout > 0
+    assert all(r.distil and r.config.fusion.mode == "intensity" for r in extras.values())
+    # a variant of the base's name replaces it; a loop is refused
+    (tmp_path / "a.yaml").write_text("extends: kd\nvariants:\n  - {name: imkd, role: full, "
+                                     "seeds: [7]}\n")
+    assert load_spec(tmp_path / "a.yaml").variant("full").seeds == [7]
+    (tmp_path / "b.yaml").write_text("extends: c.yaml\n")
+    (tmp_path / "c.yaml").write_text("extends: b.yaml\n")
+    with pytest.raises(SpecError, match="loops back"):
+        load_spec(tmp_path / "b.yaml")
+
+
 def test_spec_errors_name_the_key():
     with pytest.raises(SpecError, match="exactly one with role 'baseline'"):
         spec_from_dict(micro_spec(variants=[{"name": "full", "role": "full"}]))
@@ -174,6 +200,26 @@ def test_a_changed_config_is_refused(tmp_path):
     changed = spec_from_dict(micro_spec(), ["full.overrides.distill.stage1.weight=2.0"])
     with pytest.raises(BenchmarkError, match=r"full-s0.*distill\.stage1\.weight"):
         run_benchmark(changed, out, backend=FakeBackend(), echo=lambda _: None)
+
+
+def test_a_run_made_before_a_new_config_key_is_kept(tmp_path):
+    """A key added to ModelConfig after a run finished is its default there: the run's
+    behaviour. The run is not redone; a value that differs from the default still is refused."""
+    out = tmp_path / "bench"
+    _fake_world(out)
+    spec = spec_from_dict(micro_spec())
+    run_benchmark(spec, out, backend=FakeBackend(), echo=lambda _: None)
+    config_file = out / "runs" / "full-s0" / "config.yaml"
+    saved = yaml.safe_load(config_file.read_text())
+    del saved["distill"]["stage2"]["levels"]  # as written before the key existed
+    config_file.write_text(yaml.safe_dump(saved))
+    backend = FakeBackend()
+    run_benchmark(spec, out, backend=backend, echo=lambda _: None)
+    assert backend.calls == []
+    saved["distill"]["stage2"]["levels"] = ["input"]
+    config_file.write_text(yaml.safe_dump(saved))
+    with pytest.raises(BenchmarkError, match=r"full-s0.*distill\.stage2\.levels"):
+        run_benchmark(spec, out, backend=FakeBackend(), echo=lambda _: None)
 
 
 def test_dry_run_prints_the_projection(tmp_path, capsys):

@@ -9,7 +9,13 @@ import torch
 
 from imkd_core.config import IntensityMapConfig, apply_overrides, load_model_config
 from imkd_core.data.synthetic import make_sample
-from imkd_core.distill import IMKDLoss, intensity_map, lidar_depth_targets, teacher_loss
+from imkd_core.distill import (
+    IMKDLoss,
+    feature_intensity_map,
+    intensity_map,
+    lidar_depth_targets,
+    teacher_loss,
+)
 from imkd_core.geometry import BEVGrid, project_to_image
 from imkd_core.models import Student, Teacher, freeze
 from imkd_core.preprocess import AugParams, Preprocessor, collate
@@ -173,6 +179,76 @@ def test_stage_weights_follow_the_intensity_map(tiny, train_batch):
         far = torch.nn.functional.max_pool2d(imap, 5, 1, 2) == 0
         changed = dict(out, radar_bev=out["radar_bev"] + 5.0 * far)
         torch.testing.assert_close(crit(changed, train_batch, t_out)["stage1"], base)
+
+
+def test_intensity_from_teacher_features(tiny, train_batch):
+    """source: teacher_features: I is the teacher BEV's channel-norm over its per-sample max;
+    it needs no LiDAR points, only the teacher."""
+    cfg = apply_overrides(tiny, {"distill.intensity_map.source": "teacher_features"})
+    torch.manual_seed(0)
+    teacher = freeze(Teacher(cfg))
+    with torch.no_grad():
+        t_out = teacher(train_batch)
+    raw = feature_intensity_map(t_out["bev"], cfg.distill.intensity_map, dilate=False)
+    norm = t_out["bev"].pow(2).sum(1, keepdim=True).sqrt()
+    expected = (norm / norm.amax(dim=(2, 3), keepdim=True)) ** cfg.distill.intensity_map.gamma
+    torch.testing.assert_close(raw, expected)
+    assert float(raw.amax()) == pytest.approx(1.0) and float(raw.amin()) >= 0.0
+    student = Student(cfg).train()
+    out = student(train_batch)
+    no_points = {k: v for k, v in train_batch.items() if not k.startswith("lidar")}
+    losses = IMKDLoss(cfg)(out, no_points, t_out)
+    assert {"stage1", "intensity", "stage2"} <= set(losses)
+    reflectance = IMKDLoss(tiny)(out, train_batch, t_out)
+    assert not torch.allclose(losses["intensity"], reflectance["intensity"])
+
+
+def test_stage2_per_level_distils_the_fusion_output_too(tiny, train_batch):
+    torch.manual_seed(0)
+    teacher = freeze(Teacher(tiny))
+    with torch.no_grad():
+        t_out = teacher(train_batch)
+    student = Student(tiny).train()
+    out = student(train_batch)
+    torch.manual_seed(1)
+    output_only = IMKDLoss(tiny)
+    torch.manual_seed(1)
+    both = IMKDLoss(apply_overrides(tiny, {"distill.stage2.levels": ["output", "input"]}))
+    input_only = IMKDLoss(apply_overrides(tiny, {"distill.stage2.levels": ["input"]}))
+    assert output_only.adaptor2_input is None and input_only.adaptor2 is None
+    assert both.adaptor2_input[0][0].in_channels == tiny.fusion.channels
+    # the output level is the same term with the same adaptor; the input level adds its own
+    s_out = output_only(out, train_batch, t_out)["stage2"]
+    s_both = both(out, train_batch, t_out)["stage2"]
+    s_in = input_only(out, train_batch, t_out)["stage2"]
+    both.adaptor2_input.load_state_dict(input_only.adaptor2_input.state_dict())
+    torch.testing.assert_close(both(out, train_batch, t_out)["stage2"], s_out + s_in)
+    assert float(s_both.detach()) > float(s_out.detach())
+    s_in.backward()  # the input level trains the fusion and what feeds it, not the backbone
+    assert all(p.grad is None for p in student.bev_backbone.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in student.fusion.parameters()) > 0
+    with pytest.raises(ValueError, match=r"distill\.stage2\.levels"):
+        apply_overrides(tiny, {"distill.stage2.levels": ["middle"]})
+
+
+def test_radar_terms_skip_samples_without_radar(tiny, train_batch):
+    """A sample whose radars were dropped teaches the radar branch nothing: stage 1 and the
+    intensity prediction score the other samples alone, exactly as if it were not there."""
+    torch.manual_seed(0)
+    teacher = freeze(Teacher(tiny))
+    student = Student(tiny).eval()
+    crit = IMKDLoss(tiny).eval()
+    dropped = dict(train_batch, radar_mask=train_batch["radar_mask"].clone())
+    dropped["radar_mask"][1] = False
+    with torch.no_grad():
+        t_out = teacher(dropped)
+        out = student(dropped)
+        losses = crit(out, dropped, t_out)
+        first = {k: v[:1] for k, v in dropped.items()}
+        alone = crit({k: v[:1] for k, v in out.items()}, first,
+                     {k: v[:1] for k, v in t_out.items()})
+    for term in ("stage1", "intensity"):
+        torch.testing.assert_close(losses[term], alone[term])
 
 
 def test_teacher_loss(tiny, train_batch):

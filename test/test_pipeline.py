@@ -3,6 +3,7 @@ the DetectorPipeline inference API and checkpoints, and the tiny student's overf
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -122,6 +123,38 @@ def test_eval_preprocessing_is_deterministic_and_training_augments(tiny):
     c = train(sample, rng=np.random.default_rng(1))
     d = train(sample, rng=np.random.default_rng(2))
     assert not torch.equal(c["bev_aug"], d["bev_aug"])
+
+
+def test_modality_dropout_feeds_sensors_as_absent_and_keeps_other_draws(tiny):
+    """augment.camera_dropout / radar_dropout take a sensor away as the node takes an absent
+    one; the draws they add come last, so every other augmentation of an item is unchanged."""
+    sample = make_sample(1)
+    plain = Preprocessor(tiny, train=True, with_lidar=True)
+    all_out = Preprocessor(apply_overrides(tiny, {"augment.camera_dropout": 1.0,
+                                                  "augment.radar_dropout": 1.0}),
+                           train=True, with_lidar=True)
+    a = plain(sample, rng=np.random.default_rng(5))
+    b = all_out(sample, rng=np.random.default_rng(5))
+    assert a["cam_valid"].all() and len(a["radar_points"]) > 0
+    assert not b["cam_valid"].any() and float(b["images"].abs().sum()) == 0.0
+    assert b["radar_points"].shape == (0, a["radar_points"].shape[1])
+    torch.testing.assert_close(a["bev_aug"], b["bev_aug"])
+    torch.testing.assert_close(a["gt_boxes"], b["gt_boxes"])
+    # what an absent sensor gives, exactly: the same tensors as a Sample without it
+    absent = dataclasses.replace(sample, cameras={}, radars={})
+    aug = all_out.draw_aug(np.random.default_rng(5))
+    assert aug.cameras_out == tuple(tiny.image.cameras) and aug.radars_out
+    c = all_out(absent, aug=aug)
+    d = all_out(sample, aug=aug)
+    for key in ("images", "cam_valid", "intrinsics", "cam2ego", "radar_points"):
+        assert torch.equal(c[key], d[key]), key
+    # a probability in between drops some cameras, and the same ones for the same draw
+    half = Preprocessor(apply_overrides(tiny, {"augment.camera_dropout": 0.5}), train=True)
+    drawn = [half.draw_aug(np.random.default_rng(seed)).cameras_out for seed in range(20)]
+    assert 0 < sum(map(len, drawn)) < 20 * len(tiny.image.cameras)
+    assert drawn[3] == half.draw_aug(np.random.default_rng(3)).cameras_out
+    # inference never drops
+    assert Preprocessor(all_out.config)(sample)["cam_valid"].all()
 
 
 def test_images_prepared_ahead_give_the_same_batch(tiny):

@@ -47,6 +47,7 @@ import yaml
 from imkd_core.atomic import write_text_atomic
 from imkd_core.benchmark.report import PLOTS, read_log, summarize, write_report
 from imkd_core.benchmark.spec import BenchmarkSpec, RunPlan, plan_runs
+from imkd_core.config import config_from_dict
 from imkd_core.data.world.config import WorldConfig
 
 FORMAT = "imkd-benchmark-kd/1"
@@ -283,12 +284,17 @@ def _dotted_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def check_run_config(run_dir: Path, plan: RunPlan) -> None:
-    """A run directory must hold the config the spec asks for now."""
+    """A run directory must hold the config the spec asks for now. Both are compared resolved
+    (`config_from_dict`): a key added to `ModelConfig` after the run was made takes its
+    default, which is the behaviour the run had, so new switches do not orphan finished runs."""
     path = run_dir / "config.yaml"
     if not path.exists():
         return
     have = yaml.safe_load(path.read_text())
+    with contextlib.suppress(KeyError, TypeError, ValueError):  # unreadable: compare it raw
+        have = config_from_dict(have).to_dict()
     want = yaml.safe_load(yaml.safe_dump(plan.config.to_dict()))
+    have = yaml.safe_load(yaml.safe_dump(have))
     diff = _dotted_diff(have, want)
     if diff:
         shown = ", ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")

@@ -231,12 +231,37 @@ def spec_from_dict(data: dict[str, Any], sets: list[str] = (), source: str = "sp
         raise SpecError(f"{source}: {exc.args[0] if exc.args else exc}") from exc
 
 
-def load_spec(path_or_name: str | os.PathLike = "kd", sets: list[str] = ()) -> BenchmarkSpec:
+def _read_spec(path_or_name: str | os.PathLike, seen: tuple[Path, ...] = ()
+               ) -> tuple[Path, dict[str, Any]]:
+    """A spec file's mapping with its `extends:` chain resolved: the base's keys, this file's
+    top-level keys replacing them, and `variants` appended (a variant of the same name
+    replaces the base's). So an experiment spec names only what it adds, and shares the base's
+    world, teacher and finished runs when it runs into the same --out."""
     path = find_spec(path_or_name)
+    if path.resolve() in seen:
+        raise SpecError(f"{path}: `extends` loops back to itself")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a spec is a mapping, not {type(data).__name__}")
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return path, data
+    base_path = path.parent / str(base_name)
+    base_ref = base_path if base_path.is_file() else str(base_name)
+    _, base = _read_spec(base_ref, (*seen, path.resolve()))
+    added = data.pop("variants", [])
+    if not isinstance(added, list) or not all(isinstance(v, dict) for v in added):
+        raise SpecError(f"{path}: variants must be a list of mappings")
+    variants = {v.get("name"): v for v in base.get("variants", [])}
+    variants.update({v.get("name"): v for v in added})
+    return path, {**base, **data, "variants": list(variants.values())}
+
+
+def load_spec(path_or_name: str | os.PathLike = "kd", sets: list[str] = ()) -> BenchmarkSpec:
+    path, data = _read_spec(path_or_name)
     return spec_from_dict(data, sets, source=str(path))
 
 

@@ -3,10 +3,13 @@
 Our reading of IMKD (docs/ARCHITECTURE.md §IMKD), every term switchable with a weight
 (`config.distill`):
 - Stage 1, LiDAR -> radar: `adaptor1(radar BEV)` vs teacher BEV features, squared error
-  (channel mean) weighted per cell by the intensity map I;
+  (channel mean) weighted per cell by the intensity map I (LiDAR reflectance, or the teacher
+  features' magnitude: `distill.intensity_map.source`);
 - intensity prediction: the radar branch's intensity head vs I (BCE with soft targets);
+  both radar terms skip the samples that have no radar point (modality dropout);
 - Stage 2, LiDAR -> fused: `adaptor2(first k channels of the student's BEV features)` vs teacher
-  BEV features, weighted by I x (soft GT heatmap + floor);
+  BEV features, weighted by I x (soft GT heatmap + floor); with `stage2.levels` including
+  `input`, also `adaptor2_input(fusion output)` (the BEV backbone's input) vs the same target;
 - response distillation (optional): student heatmap vs teacher heatmap probabilities;
 - depth supervision: per-pixel depth-bin cross entropy against the nearest LiDAR return
   projected into each camera at feature resolution.
@@ -25,7 +28,7 @@ from torch import nn
 
 from imkd_core.config import ModelConfig
 from imkd_core.device import batch_normaliser
-from imkd_core.distill.intensity import intensity_map
+from imkd_core.distill.intensity import feature_intensity_map, intensity_map
 from imkd_core.models.head import (
     class_map_tensor,
     detection_loss,
@@ -110,7 +113,10 @@ class IMKDLoss(nn.Module):
         t_ch = teacher_channels or config.lidar.bev_backbone.out_channels
         self.adaptor1 = adaptor(config.radar.channels, t_ch) \
             if d.stage1.enabled and config.radar.enabled else None
-        self.adaptor2 = adaptor(d.stage2.channels, t_ch) if d.stage2.enabled else None
+        levels = d.stage2.levels if d.stage2.enabled else []
+        self.adaptor2 = adaptor(d.stage2.channels, t_ch) if "output" in levels else None
+        self.adaptor2_input = adaptor(config.fusion.channels, t_ch) if "input" in levels \
+            else None
 
     def forward(self, student_out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
                 teacher_out: dict[str, torch.Tensor] | None = None,
@@ -122,34 +128,54 @@ class IMKDLoss(nn.Module):
         losses = {f"det_{k}": v for k, v in detection_loss(student_out, targets, cfg.head).items()}
 
         has_lidar = "lidar_points" in batch
-        imap = None
-        if has_lidar:
-            imap = intensity_map(batch["lidar_points"], batch.get("lidar_mask"), cfg.bev_grid,
-                              d.intensity_map)
         t_bev = None
         if teacher_out is not None:
             t_bev = teacher_out["bev"].detach()
+        imap = None
+        if d.intensity_map.source == "teacher_features":
+            if t_bev is not None:
+                imap = feature_intensity_map(t_bev, d.intensity_map)
+        elif has_lidar:
+            imap = intensity_map(batch["lidar_points"], batch.get("lidar_mask"), cfg.bev_grid,
+                                 d.intensity_map)
+        # (B,) samples with radar returns; None when all have (the common case, kept exact)
+        radar_present = None
+        if "radar_mask" in batch and not bool(batch["radar_mask"].any(dim=1).all()):
+            radar_present = batch["radar_mask"].any(dim=1).float()[:, None, None, None]
 
         if self.adaptor1 is not None and t_bev is not None and (imap is not None or
                                                                  not d.stage1.intensity_weighted):
             target = rms_normalise(t_bev) if d.stage1.normalize_teacher else t_bev
             w = imap if d.stage1.intensity_weighted else torch.ones_like(t_bev[:, :1])
+            if radar_present is not None:
+                w = w * radar_present
             pred = self.adaptor1(student_out["radar_bev"])
             losses["stage1"] = d.stage1.weight * weighted_feature_mse(pred, target, w)
 
         if d.intensity_prediction.enabled and imap is not None and cfg.radar.enabled:
-            bce = F.binary_cross_entropy_with_logits(student_out["intensity_logits"].float(), imap)
+            logits = student_out["intensity_logits"].float()
+            if radar_present is None:
+                bce = F.binary_cross_entropy_with_logits(logits, imap)
+            else:
+                per_cell = F.binary_cross_entropy_with_logits(logits, imap, reduction="none")
+                w = radar_present.expand_as(per_cell)
+                bce = (per_cell * w).sum() / batch_normaliser(w.sum(), minimum=1.0)
             losses["intensity"] = d.intensity_prediction.weight * bce
 
-        if self.adaptor2 is not None and t_bev is not None and (imap is not None or
-                                                                 not d.stage2.intensity_weighted):
+        stage2_levels = [(a, f) for a, f in ((self.adaptor2, "output"),
+                                             (self.adaptor2_input, "input")) if a is not None]
+        if stage2_levels and t_bev is not None and (imap is not None or
+                                                    not d.stage2.intensity_weighted):
             s2 = d.stage2
             target = rms_normalise(t_bev) if s2.normalize_teacher else t_bev
             w = imap if s2.intensity_weighted else torch.ones_like(t_bev[:, :1])
             if s2.label_guided:
                 w = w * (soft_center_heatmap(targets) + s2.floor)
-            pred = self.adaptor2(student_out["bev"][:, : s2.channels])
-            losses["stage2"] = s2.weight * weighted_feature_mse(pred, target, w)
+            student_maps = {"output": student_out["bev"][:, : s2.channels],
+                            "input": student_out["fused"]}
+            losses["stage2"] = s2.weight * sum(
+                weighted_feature_mse(a(student_maps[level]), target, w)
+                for a, level in stage2_levels)
 
         if d.response.enabled and teacher_out is not None:
             t_prob = torch.sigmoid(teacher_out["heatmap"].detach().float())
