@@ -85,6 +85,13 @@ class FakeBackend:
         nds = NDS[plan.variant or "teacher"] + 0.005 * plan.seed
         row = {"NDS": nds, "mAP": nds - 0.05, "mATE": 0.5, "mASE": 0.3, "mAOE": 0.4,
                "mAVE": 1.0, "mAAE": 0.2}
+        if plan.robustness:  # what `imkd evaluate --robustness` writes beside metrics.json
+            rows = [{"row": label, "variant": key, "keyframes": 3, "NDS": nds - drop,
+                     "mAP": 0.1, "mATE": 0.5, "mAVE": 1.0, "dNDS": -drop}
+                    for label, key, drop in (("all sensors", "all_sensors", 0.0),
+                                             ("radars out (camera only)", "radars_out", 0.15))]
+            (out_dir / "robustness").mkdir(parents=True, exist_ok=True)
+            (out_dir / "robustness" / "robustness.json").write_text(json.dumps({"rows": rows}))
         return {**row, "per_class": {"car": {"AP": 0.5}}, "num_samples": 3,
                 "subsets": {"rain": {**row, "NDS": nds - 0.02, "num_samples": 3}}}
 
@@ -200,6 +207,27 @@ def test_a_changed_config_is_refused(tmp_path):
     changed = spec_from_dict(micro_spec(), ["full.overrides.distill.stage1.weight=2.0"])
     with pytest.raises(BenchmarkError, match=r"full-s0.*distill\.stage1\.weight"):
         run_benchmark(changed, out, backend=FakeBackend(), echo=lambda _: None)
+
+
+def test_robustness_is_scored_for_the_variants_that_ask_and_added_without_retraining(tmp_path):
+    out = tmp_path / "bench"
+    _fake_world(out)
+    run_benchmark(spec_from_dict(micro_spec()), out, backend=FakeBackend(), echo=lambda _: None)
+    assert "Robustness" not in (out / "report.md").read_text()
+    # asked for after the runs were scored: only `full`'s two runs are evaluated again
+    spec = spec_from_dict(micro_spec(), ["full.robustness=true"])
+    backend = FakeBackend()
+    results = run_benchmark(spec, out, backend=backend, echo=lambda _: None)
+    assert backend.calls == [("evaluate", "full-s0"), ("evaluate", "full-s1")]
+    rows = read_record(out / "runs" / "full-s1")["robustness"]
+    assert [r["variant"] for r in rows] == ["all_sensors", "radars_out"]
+    table = results["summary"]["variants"]["full"]["robustness"]
+    assert table[1]["seeds"] == 2 and table[1]["NDS"] == pytest.approx(0.26 + 0.0025 - 0.15)
+    page = (out / "report.md").read_text()
+    assert "## Robustness" in page and "| radars out (camera only) | 0.1125 (-15.00) |" in page
+    backend = FakeBackend()
+    run_benchmark(spec, out, backend=backend, echo=lambda _: None)
+    assert backend.calls == []
 
 
 def test_a_run_made_before_a_new_config_key_is_kept(tmp_path):

@@ -229,7 +229,7 @@ class SubprocessBackend:
         self._run(plan.name, ["evaluate", "--checkpoint", str(checkpoint), "--dataroot",
                               str(self.dataroot), "--split", "val", "--out", str(out_dir),
                               "--by-condition", *self._cache_args(), "--device", self.device,
-                              "--quiet"], log)
+                              "--quiet", *(["--robustness"] if plan.robustness else [])], log)
         return json.loads((out_dir / "metrics.json").read_text())
 
 
@@ -237,6 +237,12 @@ class SubprocessBackend:
 def final_checkpoint(run_dir: Path, plan: RunPlan) -> Path:
     """The last epoch's checkpoint: written whole (atomic) once every step is done."""
     return run_dir / "checkpoints" / f"epoch_{plan.epochs:03d}.pt"
+
+
+def scored(record: dict[str, Any], plan: RunPlan) -> bool:
+    """The run's evaluation is done: its metrics, and its robustness table if it asks for
+    one (a variant given `robustness` after it was scored is evaluated again, not retrained)."""
+    return "metrics" in record and (not plan.robustness or "robustness" in record)
 
 
 def steps_done(run_dir: Path) -> int:
@@ -347,7 +353,7 @@ def project(spec: BenchmarkSpec, out: Path, runs: list[RunPlan], world_ready: bo
     per_run: dict[str, dict[str, float]] = {}
     for plan in runs:
         run_dir = out / "runs" / plan.name
-        if "metrics" in read_record(run_dir):
+        if scored(read_record(run_dir), plan):
             per_run[plan.name] = {"train_s": 0.0, "eval_s": 0.0}
             continue
         train_s = 0.0
@@ -355,7 +361,8 @@ def project(spec: BenchmarkSpec, out: Path, runs: list[RunPlan], world_ready: bo
             total = plan.epochs * world["train_samples"]
             done = steps_done(run_dir) * plan.config.train.batch_size
             train_s = max(0, total - done) / rates[_rate_class(plan)]
-        per_run[plan.name] = {"train_s": train_s, "eval_s": eval_s}
+        factor = est.robustness_eval_factor if plan.robustness else 1.0
+        per_run[plan.name] = {"train_s": train_s, "eval_s": eval_s * factor}
     teacher = per_run.get("teacher", {"train_s": 0.0, "eval_s": 0.0})
     students = [v for k, v in per_run.items() if k != "teacher"]
     parts = {"world_s": world_s, "teacher_s": teacher["train_s"],
@@ -438,7 +445,7 @@ def collect_results(spec: BenchmarkSpec, out: Path, runs: list[RunPlan],
         train = [a for a in attempts if a["stage"] == "train"]
         evals = [a for a in attempts if a["stage"] == "eval"]
         loads = [a["load"]["mean"] for a in train if "load" in a]
-        status = ("done" if "metrics" in record else
+        status = ("done" if scored(record, plan) else
                   "trained" if final_checkpoint(run_dir, plan).exists() else
                   "partial" if (run_dir / "run.json").exists() else "pending")
         rate = throughput(run_dir)
@@ -453,6 +460,7 @@ def collect_results(spec: BenchmarkSpec, out: Path, runs: list[RunPlan],
             "load_mean": round(sum(loads) / len(loads), 2) if loads else None,
             "load_max": max((a["load"]["max"] for a in train if "load" in a), default=None),
             "metrics": record.get("metrics"),
+            "robustness": record.get("robustness"),
         })
     world_s = read_json(out / "world_record.json").get("generate_s", 0.0)
     results = {
@@ -500,10 +508,15 @@ def _one_run(out: Path, runs: list[RunPlan], index: int, plan: RunPlan, backend:
                  from_step=start, resumed=resume)
         if not checkpoint.exists():
             raise BenchmarkError(f"{plan.name}: training ended without {checkpoint}")
-    echo(f"{tag}: evaluating {checkpoint.name} on val")
+    echo(f"{tag}: evaluating {checkpoint.name} on val"
+         + (", also with sensors taken away" if plan.robustness else ""))
     metrics = _attempt(record, run_dir, "eval",
                        lambda: backend.evaluate(plan, checkpoint, run_dir / "val", log))
     record["metrics"] = metrics_summary(metrics)
+    if plan.robustness:  # the rows of `imkd evaluate --robustness`, in the table's order
+        table = json.loads((run_dir / "val" / "robustness" / "robustness.json").read_text())
+        record["robustness"] = [{k: row[k] for k in ("row", "variant", "NDS", "mAP", "dNDS")}
+                                for row in table["rows"]]
     write_record(run_dir, record)
     m = record["metrics"]
     echo(f"{tag}: NDS {m['NDS']:.4f}, mAP {m['mAP']:.4f}")
@@ -526,7 +539,7 @@ def run_benchmark(spec: BenchmarkSpec, out: str | os.PathLike, backend: Backend 
         check_run_config(out / "runs" / plan.name, plan)
     world_ready = (world_path / "world.json").is_file()
     projection = project(spec, out, runs, world_ready)
-    done = sum("metrics" in read_record(out / "runs" / p.name) for p in runs)
+    done = sum(scored(read_record(out / "runs" / p.name), p) for p in runs)
     echo(f"imkd benchmark kd: {len(runs)} runs (teacher + {len(runs) - 1} students), "
          f"{done} done; world {world_path} ({world['train_samples']} train / "
          f"{world['val_samples']} val keyframes); {os.cpu_count()} CPUs, load "
@@ -554,7 +567,7 @@ def run_benchmark(spec: BenchmarkSpec, out: str | os.PathLike, backend: Backend 
         changed = False
         try:
             for index, plan in enumerate(runs, 1):
-                if "metrics" in read_record(out / "runs" / plan.name):
+                if scored(read_record(out / "runs" / plan.name), plan):
                     continue
                 changed = True
                 _one_run(out, runs, index, plan, backend, teacher_ckpt, echo)

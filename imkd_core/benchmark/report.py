@@ -77,8 +77,22 @@ def variant_stats(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if values:
                 m, s = mean_std(values)
                 entry["conditions"][cond] = {"NDS": m, "NDS_std": s, "NDS_values": values}
+        entry["robustness"] = robustness_means([r["robustness"] for r in done
+                                                if r.get("robustness")])
         stats[name] = entry
     return stats
+
+
+def robustness_means(tables: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Seeds' robustness rows -> one row per sensor variant: mean NDS and ΔNDS over the seeds
+    that have it (rows matched by their variant key, in the first table's order)."""
+    out = []
+    for first in tables[0] if tables else []:
+        rows = [row for table in tables for row in table if row["variant"] == first["variant"]]
+        out.append({"row": first["row"], "variant": first["variant"], "seeds": len(rows),
+                    "NDS": mean_std([r["NDS"] for r in rows])[0],
+                    "dNDS": mean_std([r["dNDS"] for r in rows])[0]})
+    return out
 
 
 def _points(x: float | None) -> str:
@@ -248,7 +262,9 @@ def report_markdown(results: dict[str, Any]) -> str:
                 cell += f" ({100 * (c['NDS'] - b['NDS']):+.2f})"
             cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "![NDS per condition](conditions.png)", "", "## Runs", "",
+    lines += ["", "![NDS per condition](conditions.png)", ""]
+    lines += robustness_lines(stats)
+    lines += ["## Runs", "",
               "| run | status | steps | NDS | mAP | train min | eval min | samples/s | "
               "load mean (max) | sessions |", "| --- " * 10 + "|"]
     for r in runs:
@@ -265,6 +281,29 @@ def report_markdown(results: dict[str, Any]) -> str:
     lines += ["Run directories: `runs/<run>/` (`imkd train`, resumable), evaluations in "
               "`runs/<run>/val/`, configs in `configs/`, process output in `logs/`."]
     return "\n".join(lines) + "\n"
+
+
+def robustness_lines(stats: dict[str, dict[str, Any]]) -> list[str]:
+    """The robustness section: val NDS (and Δ against all sensors) of every variant scored
+    with sensors taken away, mean over its seeds; nothing when none was."""
+    names = [n for n, s in stats.items() if s.get("robustness")]
+    if not names:
+        return []
+    lines = ["## Robustness (val NDS with sensors taken away)", "",
+             "A camera out is fed blank, as the node does for an absent camera; radars out: no "
+             "radar points (`imkd evaluate --robustness`). NDS (Δ against all sensors), mean "
+             "over the variant's seeds.", "",
+             "| sensors | " + " | ".join(f"{n} ({stats[n]['robustness'][0]['seeds']} seeds)"
+                                         for n in names) + " |",
+             "| --- " * (1 + len(names)) + "|"]
+    rows = {n: {r["variant"]: r for r in stats[n]["robustness"]} for n in names}
+    for first in stats[names[0]]["robustness"]:
+        cells = []
+        for n in names:
+            r = rows[n].get(first["variant"])
+            cells.append("–" if r is None else f"{r['NDS']:.4f} ({100 * r['dNDS']:+.2f})")
+        lines.append(f"| {first['row']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 # ---------------------------------------------------------------------------------- the plots

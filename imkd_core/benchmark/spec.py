@@ -73,6 +73,9 @@ class VariantSpec:
     seeds: list[int] = field(default_factory=lambda: [0])
     removes: str = ""  # ablations: the stage removed, as the report names it
     description: str = ""
+    # also score each of its runs with sensors taken away (`imkd evaluate --robustness`: each
+    # camera out, radars out; ~5x an evaluation), shown in the report's robustness table
+    robustness: bool = False
 
 
 @dataclass
@@ -85,6 +88,7 @@ class EstimateSpec:
     student_kd_samples_per_s: float = 3.1
     eval_samples_per_s: float = 5.0
     eval_overhead_s: float = 40.0  # process start, model load, the devkit (x conditions)
+    robustness_eval_factor: float = 5.0  # an evaluation with --robustness / one without
     world_cpu_s_per_sample: float = 3.0
 
 
@@ -155,6 +159,7 @@ class RunPlan:
     seed: int
     distil: bool  # trained with the teacher
     config: ModelConfig
+    robustness: bool = False  # evaluated with sensors taken away too
 
     @property
     def epochs(self) -> int:
@@ -300,7 +305,7 @@ def plan_runs(spec: BenchmarkSpec) -> list[RunPlan]:
                 except SpecError as exc:
                     raise SpecError(f"variants.{v.name}: {exc}") from exc
                 runs.append(RunPlan(f"{v.name}-s{seed}", "student", v.name, v.role, seed,
-                                    v.teacher, config))
+                                    v.teacher, config, v.robustness))
     return runs
 
 
