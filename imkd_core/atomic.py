@@ -3,7 +3,9 @@
 A reader (a resumed run, a second cache reader, the node loading a checkpoint) never sees a
 half-written file, and an interrupted writer leaves at most a hidden `.NAME.*.tmp` beside it,
 which nothing picks up. The temporary name is unique (`mkstemp`), so concurrent writers of the
-same file do not collide: the last rename wins with a complete file.
+same file do not collide: the last rename wins with a complete file. The file gets the mode
+an ordinary `open(path, "w")` would give it (0666 less the umask), not mkstemp's private
+0600: a checkpoint installed for other users must stay readable by them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+# read once, at import: setting it back and forth later could race with other threads' files
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
@@ -23,6 +29,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> No
     tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
