@@ -174,8 +174,10 @@ class DetectorParams:
                                           "distorted lens is not undistorted again; false: "
                                           "images with non-zero D are rectified")
     reliable_inputs: bool = param(False, "Subscribe the sensor inputs reliable instead of "
-                                         "best-effort (keep-last either way): for large raw "
-                                         "images on transports that lose fragments")
+                                         "best-effort (keep-last either way, then ~1 s deep "
+                                         "so a replay loses nothing while the node catches "
+                                         "up): for bags, and large raw images on transports "
+                                         "that lose fragments")
     trigger: str = param("cameras", "cameras: run on every complete camera set (live); "
                                     "keyframes: run on the records of ~/input/keyframes "
                                     "(nuscenes2bag's /imkd/keyframes), exactly the offline "

@@ -10,6 +10,10 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from imkd_core.wire.names import QOS_SENSOR, QosSpec
 
 RADAR_DEPTH = 5  # radar inputs keep a deeper queue than images: their messages are small
+# Reliable inputs (a bag replay) keep ~1 s of 12 Hz camera: with depth 2, a callback thread
+# that fell behind under load let the reader overwrite images a keyframe names, and the node
+# dropped that keyframe; reliable delivery is only worth it if the queue holds what it delivers.
+RELIABLE_DEPTH = 12
 
 
 def profile(spec: QosSpec) -> QoSProfile:
@@ -22,5 +26,7 @@ def profile(spec: QosSpec) -> QoSProfile:
 
 
 def sensor_profile(reliable: bool, depth: int = QOS_SENSOR.depth) -> QoSProfile:
-    """A sensor input: `QOS_SENSOR`, reliable on request (parameter `reliable_inputs`)."""
+    """A sensor input: `QOS_SENSOR`, reliable on request (parameter `reliable_inputs`), and
+    then at least `RELIABLE_DEPTH` deep."""
+    depth = max(depth, RELIABLE_DEPTH) if reliable else depth
     return profile(replace(QOS_SENSOR, depth=depth, reliable=reliable))

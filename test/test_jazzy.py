@@ -22,6 +22,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_rig import NS, write_random_checkpoint
+from std_msgs.msg import String
 from vision_msgs.msg import Detection3DArray
 
 from imkd_core.data.bag_reader import read_keyframe_records
@@ -161,6 +162,9 @@ def test_detections_arrive_across_distros(jazzy_python, short_bag, tmp_path):
     node.create_subscription(Detection3DArray, f"/{DETECTOR}/output/detections",
                              detections.append, QoSProfile(
                                  depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    statuses: list[str] = []  # the node's counters: what a failure message needs to say why
+    node.create_subscription(String, f"/{DETECTOR}/debug/status",
+                             lambda msg: statuses.append(msg.data), 10)
     log_path = tmp_path / "detector.log"
     replay_log = tmp_path / "replay.log"
     start = time.monotonic()
@@ -181,7 +185,8 @@ def test_detections_arrive_across_distros(jazzy_python, short_bag, tmp_path):
             assert detector.poll() is None, log_path.read_text()
             executor.spin_once(timeout_sec=0.1)
         assert replay.poll() == 0, replay_log.read_text()
-        assert len(detections) >= len(keyframes), (len(detections), log_path.read_text())
+        assert len(detections) >= len(keyframes), (len(detections), log_path.read_text(),
+                                                    statuses[-1:], replay_log.read_text())
         executor.spin_once(timeout_sec=0.5)  # anything late would show here
         libraries = loaded_ros_libraries(detector.pid)
         assert libraries and all(p.startswith(f"{venv}{os.sep}") for p in libraries), libraries

@@ -206,3 +206,14 @@ def test_package_uris_resolve_to_the_share_directory():
         DetectorParams.from_values({"checkpoint": "package://no_such_pkg/m.pt"})
     with pytest.raises(ParameterError, match="no such file"):
         DetectorParams.from_values({"checkpoint": "package://imkd_ros/models/none.pt"})
+
+
+def test_reliable_inputs_keep_about_a_second_of_messages():
+    """Reliable delivery into a 2-deep queue still loses what a busy callback thread has not
+    taken yet; a bag replay (reliable) must not lose a keyframe's image that way."""
+    from imkd_ros.qos import RADAR_DEPTH, RELIABLE_DEPTH, sensor_profile
+
+    live, replay = sensor_profile(False), sensor_profile(True)
+    assert live.depth == 2 and replay.depth == RELIABLE_DEPTH >= 12
+    assert sensor_profile(False, RADAR_DEPTH).depth == RADAR_DEPTH
+    assert sensor_profile(True, RADAR_DEPTH).depth == RELIABLE_DEPTH
