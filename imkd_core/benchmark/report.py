@@ -283,6 +283,10 @@ def report_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")
+
+
 def robustness_lines(stats: dict[str, dict[str, Any]]) -> list[str]:
     """The robustness section: val NDS (and Δ against all sensors) of every variant scored
     with sensors taken away, mean over its seeds; nothing when none was."""
@@ -293,7 +297,7 @@ def robustness_lines(stats: dict[str, dict[str, Any]]) -> list[str]:
              "A camera out is fed blank, as the node does for an absent camera; radars out: no "
              "radar points (`imkd evaluate --robustness`). NDS (Δ against all sensors), mean "
              "over the variant's seeds.", "",
-             "| sensors | " + " | ".join(f"{n} ({stats[n]['robustness'][0]['seeds']} seeds)"
+             "| sensors | " + " | ".join(f"{n} ({_seeds(stats[n]['robustness'][0]['seeds'])})"
                                          for n in names) + " |",
              "| --- " * (1 + len(names)) + "|"]
     rows = {n: {r["variant"]: r for r in stats[n]["robustness"]} for n in names}
