@@ -14,11 +14,14 @@ setup:
 test: setup lint
 	@bash scripts/run_pytest.sh -m "not slow" $(PYTEST_ARGS)
 
+# The cross-distro test runs on its own (`make test-jazzy`, first in .ci/run): after
+# test_ddp in the same pytest process its Jazzy node publishes nothing (reproduced with
+# `pytest -m slow test/test_ddp.py test/test_jazzy.py`; cause not found yet, issue 15 note).
 test-slow: setup
-	@bash scripts/run_pytest.sh -m slow $(PYTEST_ARGS)
+	@bash scripts/run_pytest.sh -m slow --ignore=test/test_jazzy.py $(PYTEST_ARGS)
 
 # The ROS 2 Jazzy venv of the cross-distro test, in ~/.cache/imkd_ros/venv-jazzy
-# ($IMKD_JAZZY_VENV), and that test alone (`make test-slow` runs it too, building the venv).
+# ($IMKD_JAZZY_VENV), and that test alone.
 .PHONY: setup-jazzy test-jazzy
 setup-jazzy:
 	@ROS_DISTRO_WHEELS=jazzy bash scripts/setup.sh
