@@ -139,10 +139,10 @@ def _stamp(msg: Detection3DArray) -> int:
     return msg.header.stamp.sec * NS + msg.header.stamp.nanosec
 
 
-# KNOWN FLAKE (issue 15 note, session 4): since 2026-12-01 this test, alone or in the suite,
-# sometimes receives 0 or 1 of the 3 detections (about 1 run in 3 here; UDP-only transport
-# did not change that); the cause is not found yet. Up to two reruns keep it from blocking
-# CI while it is investigated; three failures in a row still fail.
+# KNOWN FLAKE (issue 15 note, session 4): it sometimes received 0 or 1 of the 3 detections
+# (about 1 run in 3 here) while the node had done all 3: the recorder had not yet discovered
+# the node's output when the replay started; it now waits for that. The reruns stay until
+# enough runs show the wait was the whole cause; three failures in a row still fail.
 @pytest.mark.flaky(reruns=2, only_rerun=["AssertionError"])
 @pytest.mark.timeout(BUILD_TIMEOUT_S + 300)
 def test_detections_arrive_across_distros(jazzy_python, short_bag, tmp_path):
@@ -179,6 +179,13 @@ def test_detections_arrive_across_distros(jazzy_python, short_bag, tmp_path):
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     replay = None
     try:
+        # The replay waits for the detector's inputs, not for this recorder to have found the
+        # detector's output: a failing run showed frames_done 3 and 0 received (discovery
+        # across distros can take longer than the 1.5 s bag), so wait for that first.
+        deadline = time.monotonic() + 120
+        while node.count_publishers(f"/{DETECTOR}/output/detections") < 1:
+            assert detector.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            executor.spin_once(timeout_sec=0.1)
         with open(replay_log, "w") as log:  # this (Kilted) venv's player
             replay = subprocess.Popen(
                 [str(Path(sys.executable).parent / "imkd-replay"), str(short_bag), "--clock",
