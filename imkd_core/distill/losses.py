@@ -140,8 +140,10 @@ class IMKDLoss(nn.Module):
                                  d.intensity_map)
         # (B,) samples with radar returns; None when all have (the common case, kept exact)
         radar_present = None
-        if "radar_mask" in batch and not bool(batch["radar_mask"].any(dim=1).all()):
-            radar_present = batch["radar_mask"].any(dim=1).float()[:, None, None, None]
+        if "radar_mask" in batch:
+            present = batch["radar_mask"].any(dim=1)
+            if not bool(present.all()):
+                radar_present = present.float()[:, None, None, None]
 
         if self.adaptor1 is not None and t_bev is not None and (imap is not None or
                                                                  not d.stage1.intensity_weighted):
