@@ -65,7 +65,14 @@ from imkd_core.wire.camera_model import CameraModel
 from imkd_core.wire.cdr import detections_cdr, markers_cdr
 from imkd_core.wire.fields import WireError, stamp_ns, tf_message_to_list
 from imkd_core.wire.keyframe import KeyframeRecord
-from imkd_core.wire.names import QOS_DATA, QOS_LATCHED, QOS_OUTPUT, QOS_TF, QOS_TF_STATIC_IN
+from imkd_core.wire.names import (
+    QOS_DATA,
+    QOS_LATCHED,
+    QOS_OUTPUT,
+    QOS_RESULTS,
+    QOS_TF,
+    QOS_TF_STATIC_IN,
+)
 from imkd_ros import convert, parameters
 from imkd_ros.calibration import load_calibration
 from imkd_ros.diagnostics import InputWarnings
@@ -118,8 +125,8 @@ class DetectorNode(Node):
         self._frames_done = 0
 
         pub = self.create_publisher
-        self.pub_detections = pub(Detection3DArray, "~/output/detections", profile(QOS_OUTPUT))
-        self.pub_markers = pub(MarkerArray, "~/output/markers", profile(QOS_OUTPUT))
+        self.pub_detections = pub(Detection3DArray, "~/output/detections", profile(QOS_RESULTS))
+        self.pub_markers = pub(MarkerArray, "~/output/markers", profile(QOS_RESULTS))
         self.pub_labels = pub(LabelInfo, "~/output/label_info", profile(QOS_LATCHED))
         self.pub_status = pub(String, "~/debug/status", profile(QOS_OUTPUT))
         self.pub_diagnostics = pub(DiagnosticArray, DIAGNOSTICS_TOPIC, profile(QOS_OUTPUT))

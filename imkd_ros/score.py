@@ -168,20 +168,66 @@ def read_bag(bag: str | os.PathLike, detections_topic: str, *, markers_topic: st
 
 
 # ------------------------------------------------------------------------------------- live
+class _ResultSubscriptions:
+    """Detections and markers, subscribed transient local first: the detector publishes them
+    transient local (`QOS_RESULTS`), so what it sent before discovery matched it with this
+    recorder (seconds, on a loaded machine) still arrives. A transient-local request does not
+    match a volatile publisher (another detector's): its incompatible-QoS event makes
+    `fall_back` subscribe that topic again, volatile, and say so in the notes."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.subscriptions: dict[str, tuple] = {}  # topic -> (subscription, type, callback)
+        self.incompatible: set[str] = set()
+
+    def add(self, msg_type, topic: str, callback) -> None:
+        from rclpy.event_handler import SubscriptionEventCallbacks
+        from rclpy.qos import DurabilityPolicy
+
+        events = SubscriptionEventCallbacks(
+            incompatible_qos=lambda info, t=topic: self.incompatible.add(t))
+        subscription = self.node.create_subscription(
+            msg_type, topic, callback, _live_qos(DurabilityPolicy.TRANSIENT_LOCAL), raw=True,
+            event_callbacks=events)
+        self.subscriptions[topic] = (subscription, msg_type, callback)
+
+    def fall_back(self, notes: list[str]) -> None:
+        """Resubscribe, volatile, each topic whose transient-local request was refused."""
+        from rclpy.qos import DurabilityPolicy
+
+        for topic in sorted(self.incompatible & self.subscriptions.keys()):
+            subscription, msg_type, callback = self.subscriptions.pop(topic)
+            self.node.destroy_subscription(subscription)
+            self.node.create_subscription(msg_type, topic, callback,
+                                          _live_qos(DurabilityPolicy.VOLATILE), raw=True)
+            notes.append(f"{topic}: a volatile publisher, subscribed volatile: what it "
+                         "published before the match was not received")
+        self.incompatible.clear()
+
+
+def _live_qos(durability=None):
+    """Reliable keep-last `LIVE_DEPTH` (the node publishes its outputs reliably), volatile
+    unless told."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=LIVE_DEPTH, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=durability or DurabilityPolicy.VOLATILE)
+
+
 def record_live(detections_topic: str, *, markers_topic: str | None,
                 keyframes_topic: str | None, keyframes: list[KeyframeRecord] | None = None,
                 float_topics: Sequence[str] = (), idle_s: float = 10.0,
                 timeout_s: float = 600.0, ready: threading.Event | None = None) -> Recording:
-    """Subscribe (own rclpy context, node `imkd_score`, reliable keep-last `LIVE_DEPTH`, as the
-    node publishes its outputs reliably) and record until every expected keyframe (`keyframes`
-    and those seen on `keyframes_topic`) has an array and nothing new came for `idle_s`; with no
-    keyframe known, until `idle_s` after the last message (once any array came); at the
-    latest after `timeout_s`, or at Ctrl-C (KeyboardInterrupt): what was recorded is kept and
-    the notes say what is missing. `ready` is set once the subscriptions exist. `float_topics`:
-    std_msgs/Float64 topics (e.g. the detector's ~/debug/<stage>_ms) into `timings`."""
+    """Subscribe (own rclpy context, node `imkd_score`, `_live_qos`; detections and markers
+    transient local where their publisher is, `_ResultSubscriptions`) and record until every
+    expected keyframe (`keyframes` and those seen on `keyframes_topic`) has an array and
+    nothing new came for `idle_s`; with no keyframe known, until `idle_s` after the last
+    message (once any array came); at the latest after `timeout_s`, or at Ctrl-C
+    (KeyboardInterrupt): what was recorded is kept and the notes say what is missing. `ready`
+    is set once the subscriptions exist. `float_topics`: std_msgs/Float64 topics (e.g. the
+    detector's ~/debug/<stage>_ms) into `timings`."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
     from std_msgs.msg import Float64, String
     from vision_msgs.msg import Detection3DArray
@@ -189,7 +235,7 @@ def record_live(detections_topic: str, *, markers_topic: str | None,
 
     collector = _Collector(markers_topic)
     expected = {r.timestamp for r in keyframes or ()}
-    qos = QoSProfile(depth=LIVE_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
+    qos = _live_qos()
     context = rclpy.Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     notes = []
@@ -197,11 +243,10 @@ def record_live(detections_topic: str, *, markers_topic: str | None,
         node = rclpy.create_node("imkd_score", context=context)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        node.create_subscription(Detection3DArray, detections_topic, collector.detections,
-                                 qos, raw=True)
+        results = _ResultSubscriptions(node)
+        results.add(Detection3DArray, detections_topic, collector.detections)
         if markers_topic is not None:
-            node.create_subscription(MarkerArray, markers_topic, collector.markers, qos,
-                                     raw=True)
+            results.add(MarkerArray, markers_topic, collector.markers)
         if keyframes_topic is not None:
             node.create_subscription(String, keyframes_topic, collector.keyframe, qos, raw=True)
         for topic in float_topics:
@@ -213,6 +258,7 @@ def record_live(detections_topic: str, *, markers_topic: str | None,
         try:
             while True:
                 executor.spin_once(timeout_sec=0.05)
+                results.fall_back(notes)
                 now = time.monotonic()
                 want = expected | {r.timestamp for r in collector.keyframes.values()}
                 idle = now - collector.last_message >= idle_s

@@ -81,8 +81,9 @@ def test_the_demo_end_to_end(tmp_path, capsys):
                       "--samples-per-scene", "3", "--image-size", "192x108",
                       "--lidar-azimuth-steps", "180", "--workers", "1",
                       "--domain-id", os.environ["ROS_DOMAIN_ID"]])
-    printed = capsys.readouterr().out
-    assert code == 0, printed + (out / "launch.log").read_text()
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert code == 0, printed + captured.err + (out / "launch.log").read_text()
     assert f"report {out / 'report.md'}" in printed
     assert re.search(r"NDS \d\.\d{4} .*mAP \d\.\d{4}, p50 end-to-end latency \d+\.\d ms",
                      printed), printed

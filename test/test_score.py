@@ -291,6 +291,9 @@ def test_ground_truth_published_live_scores_perfectly(world, val_records, perfec
     assert sorted(rec.detections) == [r.timestamp for r in val_records]
     assert {r.token for r in rec.keyframes} == {r.token for r in val_records}
     assert rec.boxes_with_velocity == sum(len(r.gt) for r in val_records)
+    # a volatile publisher refuses the scorer's transient-local request: it resubscribed
+    assert sorted(n.split(":")[0] for n in rec.notes if "volatile publisher" in n) == sorted(
+        topics[:2]), rec.notes
     metrics = scorer.score(rec, world, tmp_path / "live")
     assert_perfect(metrics, perfect)
     # NDS as the devkit defines it, with mAAE from the default attributes (Detection3D has
@@ -304,6 +307,40 @@ def test_ground_truth_published_live_scores_perfectly(world, val_records, perfec
     assert metrics["NDS"] == pytest.approx(offline["NDS"], abs=1e-6)
     assert metrics["mAAE"] == pytest.approx(offline["mAAE"], abs=1e-6)
     assert json.loads((tmp_path / "live" / "metrics.json").read_text())["NDS"] == metrics["NDS"]
+
+
+@pytest.mark.ros
+def test_a_late_scorer_gets_what_the_detector_published_before(val_records):
+    """The detector's results are transient local (QOS_RESULTS): a scorer that matched the
+    publisher after the first arrays (slow discovery on a loaded machine) still records them."""
+    import rclpy
+    from vision_msgs.msg import Detection3DArray
+    from visualization_msgs.msg import MarkerArray
+
+    from imkd_core.wire.names import QOS_RESULTS
+    from imkd_ros.qos import profile
+
+    assert len(val_records) <= QOS_RESULTS.depth
+    ns = f"/late_peer_{time.monotonic_ns() % 10**6}"
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("late_peer", context=context)
+        pub_det = node.create_publisher(Detection3DArray, f"{ns}/detections",
+                                        profile(QOS_RESULTS))
+        pub_markers = node.create_publisher(MarkerArray, f"{ns}/markers", profile(QOS_RESULTS))
+        for r in val_records:  # all of it before the scorer exists
+            pub_det.publish(detections_cdr(r.gt, r.timestamp))
+            pub_markers.publish(markers_cdr(r.gt, r.timestamp))
+        rec = scorer.record_live(f"{ns}/detections", markers_topic=f"{ns}/markers",
+                                 keyframes_topic=None, keyframes=val_records, idle_s=1.0,
+                                 timeout_s=30.0)
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+    assert sorted(rec.detections) == [r.timestamp for r in val_records], rec.notes
+    assert rec.boxes_with_velocity == sum(len(r.gt) for r in val_records)
+    assert rec.notes == []
 
 
 # ---------------------------------------------------- the detector node's output, via a bag

@@ -91,7 +91,12 @@ QOS_TF_STATIC_IN = QosSpec(100, transient_local=True)
 # Sensor inputs of the node: best effort, a short queue (reliable on request, for large raw
 # images on transports that lose fragments; radar sweeps get a deeper queue).
 QOS_SENSOR = QosSpec(2, reliable=False)
-QOS_OUTPUT = QosSpec(1)  # the node's detections, markers and status
+QOS_OUTPUT = QosSpec(1)  # the node's status and diagnostics
+# The node's detections and markers keep their last 10 for late joiners: a recorder started
+# before the node may match its publisher seconds after the first arrays on a loaded machine
+# (seen in CI), and a transient-local subscriber then still gets them. Volatile subscribers
+# (RViz, most clients) match as before and get only what comes after.
+QOS_RESULTS = QosSpec(10, transient_local=True)
 
 
 def topic_qos(topic: str) -> QosSpec:
