@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from imkd_core.data.bag_reader import open_reader, read_keyframe_records
@@ -45,11 +45,14 @@ from imkd_core.wire.names import (
     KEYFRAMES_TOPIC,
     MARKERS_TYPE,
     STRING_TYPE,
+    QosSpec,
 )
 from imkd_core.wire.typestore import typestore
 
 DEFAULT_TOPIC = "/imkd_detector/output/detections"
-LIVE_DEPTH = 100  # reliable keep-last: room for a burst of arrays while the scorer is busy
+# reliable keep-last (as the node publishes its outputs): room for a burst of arrays while the
+# scorer is busy
+LIVE_QOS = QosSpec(100)
 TP_METRICS = ("mATE", "mASE", "mAOE", "mAVE", "mAAE")
 
 
@@ -182,36 +185,30 @@ class _ResultSubscriptions:
 
     def add(self, msg_type, topic: str, callback) -> None:
         from rclpy.event_handler import SubscriptionEventCallbacks
-        from rclpy.qos import DurabilityPolicy
 
         events = SubscriptionEventCallbacks(
             incompatible_qos=lambda info, t=topic: self.incompatible.add(t))
         subscription = self.node.create_subscription(
-            msg_type, topic, callback, _live_qos(DurabilityPolicy.TRANSIENT_LOCAL), raw=True,
+            msg_type, topic, callback, _live_qos(transient_local=True), raw=True,
             event_callbacks=events)
         self.subscriptions[topic] = (subscription, msg_type, callback)
 
     def fall_back(self, notes: list[str]) -> None:
         """Resubscribe, volatile, each topic whose transient-local request was refused."""
-        from rclpy.qos import DurabilityPolicy
-
         for topic in sorted(self.incompatible & self.subscriptions.keys()):
             subscription, msg_type, callback = self.subscriptions.pop(topic)
             self.node.destroy_subscription(subscription)
-            self.node.create_subscription(msg_type, topic, callback,
-                                          _live_qos(DurabilityPolicy.VOLATILE), raw=True)
+            self.node.create_subscription(msg_type, topic, callback, _live_qos(), raw=True)
             notes.append(f"{topic}: a volatile publisher, subscribed volatile: what it "
                          "published before the match was not received")
         self.incompatible.clear()
 
 
-def _live_qos(durability=None):
-    """Reliable keep-last `LIVE_DEPTH` (the node publishes its outputs reliably), volatile
-    unless told."""
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+def _live_qos(transient_local: bool = False):
+    """The recorder's rclpy profile: `LIVE_QOS`, transient local on request."""
+    from imkd_ros.qos import profile
 
-    return QoSProfile(depth=LIVE_DEPTH, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=durability or DurabilityPolicy.VOLATILE)
+    return profile(replace(LIVE_QOS, transient_local=transient_local))
 
 
 def record_live(detections_topic: str, *, markers_topic: str | None,
