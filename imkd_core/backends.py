@@ -118,8 +118,9 @@ class OnnxRuntimeBackend(_ExportedBackend):
         super().__init__(path, info)
         providers = ort_providers(path, device)
         options = ort.SessionOptions()
-        # as many threads as torch uses: the node and an offline run in the same environment
-        # then reduce in the same order (the same detections, bit for bit)
+        # as many threads as torch uses (OMP_NUM_THREADS sets both). With one thread a run is
+        # reproducible bit for bit; with more, the CPU ScatterND(add) of the BEV pooling sums
+        # in thread-schedule order, so two runs can differ in the last bits.
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         # no busy-waiting between runs: it would take the cores from the node's other threads

@@ -84,8 +84,8 @@ class DetectorProcess:
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "w")
         # The node's torch uses as many threads as this process's: the same reductions in the
-        # same order, so its outputs equal the offline pipeline's bit for bit (the near-tied
-        # scores of an untrained model included).
+        # same order, so its eager outputs equal the offline pipeline's bit for bit (the
+        # near-tied scores of an untrained model included; ONNX Runtime needs one thread).
         env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_LOGGING_BUFFERED_STREAM="0",
                    RCUTILS_COLORIZED_OUTPUT="0", OMP_NUM_THREADS=str(torch.get_num_threads()))
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)

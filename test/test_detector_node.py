@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
+import torch
 from ros_rig import NS, VENV_BIN, DetectorProcess, Rig, write_random_checkpoint
 from sensor_msgs.msg import CameraInfo
 from tf2_msgs.msg import TFMessage
@@ -316,7 +317,8 @@ def _canonical_order(xy_label: list[tuple[float, float, int]]) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_replayed_bag_gives_the_offline_detections(checkpoint, context, tmp_path, backend):
+def test_replayed_bag_gives_the_offline_detections(checkpoint, context, tmp_path, backend,
+                                                   request):
     world = generate_world(tmp_path / "world", WorldConfig(
         scenes=1, samples_per_scene=5, image_width=192, image_height=108,
         lidar_azimuth_steps=180, val_fraction=0.0), workers=1)
@@ -328,6 +330,13 @@ def test_replayed_bag_gives_the_offline_detections(checkpoint, context, tmp_path
     if backend == "onnxruntime":  # the node and the offline path both run the ONNX export
         model = tmp_path / "student.onnx"
         export_checkpoint(checkpoint, "onnx", model)
+        # ONNX Runtime's CPU ScatterND(add) (the BEV pooling) sums in thread-schedule order:
+        # with two threads two runs of one process differ in the last bits, and the untrained
+        # model's near-tied scores then keep other boxes. One thread (taken by the node from
+        # OMP_NUM_THREADS, see DetectorProcess) makes both sides exact.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        request.addfinalizer(lambda: torch.set_num_threads(threads))
     offline = DetectorPipeline.from_file(model, device="cpu", backend=backend)
     expected = {}
     for sample in read_bag_samples(bag, ReaderOptions(load_lidar=False)):
