@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from imkd_core.benchmark.kd import BenchmarkError, final_checkpoint, read_record, run_benchmark
-from imkd_core.benchmark.report import pooled_std
+from imkd_core.benchmark.report import pooled_std, summarize
 from imkd_core.benchmark.spec import SpecError, load_spec, plan_runs, spec_from_dict
 from imkd_core.cli import main
 from imkd_core.data.world.config import WorldConfig
@@ -159,6 +159,29 @@ def test_spec_errors_name_the_key():
 def test_pooled_std():
     assert pooled_std([1.0, 3.0], [2.0, 4.0]) == pytest.approx(2 ** 0.5)
     assert pooled_std([1.0], [2.0, 4.0]) is None
+
+
+def test_ablation_verdicts_weigh_the_seed_noise():
+    def run(variant, seed, nds):
+        return {"variant": variant, "seed": seed, "status": "done", "robustness": None,
+                "metrics": {"NDS": nds, "mAP": nds, "mATE": 0.5, "conditions": {}}}
+    spec = micro_spec()
+    spec["variants"].append({"name": "no_s1", "role": "ablation", "removes": "stage 1"})
+    results = {"spec": spec_from_dict(spec).to_dict(), "wall_s": 60.0, "runs": [
+        run(None, 0, 0.40), run("base", 0, 0.20), run("base", 1, 0.22),
+        run("full", 0, 0.25), run("full", 1, 0.27),  # pooled std 0.0141
+        run("no_s2", 0, 0.255), run("no_s1", 1, 0.20)]}
+    targets = {t["id"]: t for t in summarize(results)["targets"]}
+    # 0.26 - 0.255 against a noise of 0.0141 * sqrt(1/2 + 1) = 0.0173; seed 0 paired: -0.5
+    assert targets["ablation:no_s2"]["met"] is True
+    assert targets["ablation:no_s2"]["detail"].endswith(
+        "+0.50 NDS points (noise 1.73; paired seeds -0.50): within noise")
+    assert targets["ablation:no_s1"]["detail"].endswith("costs NDS beyond noise")
+    assert "stage 1: removing it costs +6.00" in targets["most_important"]["detail"]
+    results["runs"][-1]["metrics"]["NDS"] = 0.30  # removing stage 1 now helps, clearly
+    targets = {t["id"]: t for t in summarize(results)["targets"]}
+    assert targets["ablation:no_s1"]["met"] is False
+    assert targets["most_important"]["detail"].endswith("no ablation beyond noise, so not shown)")
 
 
 def test_fake_benchmark_reports_skips_and_resumes(tmp_path, capsys):

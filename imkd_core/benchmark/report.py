@@ -127,40 +127,49 @@ def targets(results: dict[str, Any], stats: dict[str, dict[str, Any]]) -> list[d
                           f"{'n/a' if noise is None else f'{200 * noise:.2f}'} "
                           f"({len(full['seeds'])} + {len(base['seeds'])} seeds)"})
 
-    # one stage removed: its cost judged against the seed noise of the two main arms
-    costs = {}
+    # one stage removed: its cost judged against the noise of a difference of means (the seed
+    # std of the two main arms, scaled for the seeds on each side) and, where the ablation ran
+    # a seed the full arm also ran, against that paired seed
+    costs, beyond = {}, {}
+    full_by_seed = dict(zip(full["seeds"], full["NDS_values"]))
     for v in spec:
         if v["role"] != "ablation":
             continue
         abl = stats[v["name"]]
         cost = None if full["NDS"] is None or abl["NDS"] is None else full["NDS"] - abl["NDS"]
+        spread = None if noise is None or not abl["seeds"] else \
+            noise * (1 / len(full["seeds"]) + 1 / len(abl["seeds"])) ** 0.5
         if cost is None:
             met, verdict = None, "not measured yet"
-        elif cost >= 0:
-            met = True
-            verdict = "costs NDS" + (" beyond noise" if noise is not None and cost > noise
-                                     else "")
-        elif noise is not None and -cost <= noise:
+        elif spread is None:
+            met, verdict = cost >= 0, "noise not measured yet"
+        elif abs(cost) <= spread:
             met, verdict = True, "within noise"
         else:
-            met = False
-            verdict = "removing it helps" + (" beyond noise" if noise is not None else
-                                             " (noise not measured yet)")
+            met = cost > 0
+            verdict = "costs NDS beyond noise" if met else "removing it helps beyond noise"
+        paired = [full_by_seed[seed] - nds for seed, nds in zip(abl["seeds"], abl["NDS_values"])
+                  if seed in full_by_seed]
         if cost is not None:
             costs[v["name"]] = cost
+            beyond[v["name"]] = spread is not None and cost > spread
         out.append({"id": f"ablation:{v['name']}",
                     "target": f"removing {v['removes'] or v['name']} costs NDS (>= 0 within "
                               f"noise)",
                     "value": cost, "met": met,
-                    "detail": f"{full_name} - {v['name']} = {_points(cost)} NDS points: "
-                              f"{verdict}"})
+                    "detail": f"{full_name} - {v['name']} = {_points(cost)} NDS points "
+                              f"(noise {'n/a' if spread is None else f'{100 * spread:.2f}'}"
+                              + (f"; paired seeds {_points(sum(paired) / len(paired))}"
+                                 if paired else "") + f"): {verdict}"})
     if costs:
         top = max(costs, key=costs.get)
         removes = next(v["removes"] or v["name"] for v in spec if v["name"] == top)
         out.append({"id": "most_important", "target": "the stage that matters most",
                     "value": costs[top], "met": None,
                     "detail": f"{removes}: removing it costs {_points(costs[top])} NDS points "
-                              f"({len(costs)} ablation(s) measured)"})
+                              f"({len(costs)} ablation(s) measured"
+                              + ("" if beyond[top] else "; no ablation beyond noise, so not "
+                                 "shown") + ")"})
 
     for cond in ("night", "rain"):
         f_c, b_c = full["conditions"].get(cond), base["conditions"].get(cond)
