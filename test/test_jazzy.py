@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_rig import NS, write_random_checkpoint
 from std_msgs.msg import String
 from vision_msgs.msg import Detection3DArray
@@ -31,6 +30,7 @@ from imkd_core.data.world.generate import generate_world
 from imkd_core.sample import CAMERA_NAMES, RADAR_NAMES
 from imkd_core.wire.names import (
     KEYFRAMES_TOPIC,
+    QOS_RESULTS,
     TF_STATIC_TOPIC,
     TF_TOPIC,
     camera_info_topic,
@@ -38,6 +38,7 @@ from imkd_core.wire.names import (
     pointcloud_topic,
 )
 from imkd_ros.nuscenes2bag import convert
+from imkd_ros.qos import profile
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -139,11 +140,10 @@ def _stamp(msg: Detection3DArray) -> int:
     return msg.header.stamp.sec * NS + msg.header.stamp.nanosec
 
 
-# KNOWN FLAKE (issue 15 note, session 4): it sometimes received 0 or 1 of the 3 detections
-# (about 1 run in 3 here) while the node had done all 3: the recorder had not yet discovered
-# the node's output when the replay started; it now waits for that. The reruns stay until
-# enough runs show the wait was the whole cause; three failures in a row still fail.
-@pytest.mark.flaky(reruns=2, only_rerun=["AssertionError"])
+# A known flake (about 1 run in 3, session 4) received 0 or 1 of the 3 detections while the node
+# had done all 3: this recorder matched the node's output after the first arrays were sent. It
+# now subscribes transient local, as the node publishes (QOS_RESULTS): a late match still gets
+# them. Waiting for the publisher below keeps the failure message about discovery.
 @pytest.mark.timeout(BUILD_TIMEOUT_S + 300)
 def test_detections_arrive_across_distros(jazzy_python, short_bag, tmp_path):
     venv = jazzy_python.parent.parent
@@ -165,8 +165,7 @@ def test_detections_arrive_across_distros(jazzy_python, short_bag, tmp_path):
     executor.add_node(node)
     detections: list[Detection3DArray] = []
     node.create_subscription(Detection3DArray, f"/{DETECTOR}/output/detections",
-                             detections.append, QoSProfile(
-                                 depth=50, reliability=ReliabilityPolicy.RELIABLE))
+                             detections.append, profile(QOS_RESULTS))
     statuses: list[str] = []  # the node's counters: what a failure message needs to say why
     node.create_subscription(String, f"/{DETECTOR}/debug/status",
                              lambda msg: statuses.append(msg.data), 10)
