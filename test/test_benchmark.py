@@ -217,6 +217,7 @@ def test_fake_benchmark_reports_skips_and_resumes(tmp_path, capsys):
     assert targets["gain:rain"]["met"] is True and targets["gain:night"]["met"] is None
     page = (out / "report.md").read_text()
     assert "| full | full | 2/2 |" in page and "pending" in page
+    assert "- World `world`: " in page  # relative to the report: the same on every clone
 
     backend = FakeBackend()  # everything finished: nothing runs
     run_benchmark(spec, out, backend=backend, echo=lines.append)

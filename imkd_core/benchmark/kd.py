@@ -530,7 +530,10 @@ def run_benchmark(spec: BenchmarkSpec, out: str | os.PathLike, backend: Backend 
     runs = plan_runs(spec)
     world_config = spec.world.world_config()
     world_path = (out / spec.world.path).resolve()
-    world = {"path": str(world_path), **world_summary(world_config)}
+    # relative to `out` when inside it: results.json and the report then read the same on
+    # every clone
+    shown = world_path.relative_to(out) if world_path.is_relative_to(out) else world_path
+    world = {"path": str(shown), **world_summary(world_config)}
     for split, conds in world["scenes_per_condition"].items():
         missing = [c for c in ("day", "night", "rain") if c not in conds]
         if missing:
