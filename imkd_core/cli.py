@@ -12,6 +12,7 @@ from pathlib import Path
 
 from imkd_core import __version__
 from imkd_core.data.world.cli import add_subcommand as add_world_subcommand
+from imkd_core.interrupts import stop_signals_as_keyboard_interrupt
 
 
 def _doctor(_args: argparse.Namespace) -> int:
@@ -89,7 +90,6 @@ def _train(args: argparse.Namespace) -> int:
     from imkd_core.config import apply_overrides, load_model_config
     from imkd_core.data.bag_writer import BagError
     from imkd_core.data.nuscenes import NuScenesDataError
-    from imkd_core.interrupts import sigterm_as_keyboard_interrupt
     from imkd_core.train.loop import (
         RunSettings,
         TrainError,
@@ -138,11 +138,10 @@ def _train(args: argparse.Namespace) -> int:
         print(f"imkd train: {exc}", file=sys.stderr)
         return 2
     try:
-        with sigterm_as_keyboard_interrupt():
-            if args.resume is not None:
-                settings = config = None  # train() reads them from the run directory
-            last = train(run, settings, config, device=args.device, quiet=args.quiet,
-                         command=["imkd", *args.argv])
+        if args.resume is not None:
+            settings = config = None  # train() reads them from the run directory
+        last = train(run, settings, config, device=args.device, quiet=args.quiet,
+                     command=["imkd", *args.argv])
     except (TrainError, NuScenesDataError, BagError) as exc:
         print(f"imkd train: {exc}", file=sys.stderr)
         return 2
@@ -268,13 +267,11 @@ def _add_benchmark(sub) -> None:
 def _benchmark_kd(args: argparse.Namespace) -> int:
     from imkd_core.benchmark.kd import BenchmarkError, run_benchmark
     from imkd_core.benchmark.spec import SpecError, load_spec
-    from imkd_core.interrupts import sigterm_as_keyboard_interrupt
 
     try:
         spec = load_spec(args.spec, args.sets)
-        with sigterm_as_keyboard_interrupt():
-            results = run_benchmark(spec, args.out, dry_run=args.dry_run,
-                                    echo=lambda line: print(line, flush=True))
+        results = run_benchmark(spec, args.out, dry_run=args.dry_run,
+                                echo=lambda line: print(line, flush=True))
     except (SpecError, BenchmarkError) as exc:
         print(f"imkd benchmark kd: {exc}", file=sys.stderr)
         return 2
@@ -306,7 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command line as typed, for the run directory's command.txt
-    return int(args.func(args) or 0)
+    try:
+        # Ctrl-C and SIGTERM: commands that leave something to resume say so themselves
+        with stop_signals_as_keyboard_interrupt():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"imkd {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

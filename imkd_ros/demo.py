@@ -47,6 +47,7 @@ import numpy as np
 
 from imkd_core.atomic import write_text_atomic
 from imkd_core.data.world.config import WorldConfig, parse_image_size
+from imkd_core.interrupts import stop_signals_as_keyboard_interrupt
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_CHECKPOINT = REPO_ROOT / "models" / "imkd_tiny_student.pt"
@@ -621,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: --domain-id {args.domain_id} must be in 0..101", file=sys.stderr)
         return 2
     try:
-        return run_demo(args)
+        with stop_signals_as_keyboard_interrupt():
+            return run_demo(args)
     except (DemoError, ScoreError, ValueError, FileExistsError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2

@@ -38,7 +38,7 @@ from imkd_core.data.nuscenes import (
 )
 from imkd_core.data.options import ReaderOptions
 from imkd_core.data.radar_pcd import RadarPcdError, read_radar_pcd
-from imkd_core.interrupts import sigterm_as_keyboard_interrupt
+from imkd_core.interrupts import stop_signals_as_keyboard_interrupt
 from imkd_core.sample import GT_COLOR, LIDAR_NAME, NUSCENES_RADAR_FIELDS
 from imkd_core.wire.cdr import detections_cdr
 from imkd_core.wire.keyframe import KeyframeRecord
@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with sigterm_as_keyboard_interrupt():
+        with stop_signals_as_keyboard_interrupt():
             summary = convert(args.dataroot, args.out, version=args.version, scenes=args.scene,
                               storage=args.storage, images=args.images,
                               skip_missing=args.skip_missing, overwrite=args.overwrite,

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from imkd_core.data.bag_reader import open_reader, read_keyframe_records
 from imkd_core.data.bag_writer import BagError
-from imkd_core.interrupts import sigterm_as_keyboard_interrupt
+from imkd_core.interrupts import stop_signals_as_keyboard_interrupt
 from imkd_core.sample import CLASSES, Boxes
 from imkd_core.wire.detections import DetectionArray, decode_detections, decode_velocities
 from imkd_core.wire.fields import WireError
@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     """`argv`: the arguments without the program name (default: sys.argv[1:])."""
     args = build_parser().parse_args(argv)
     try:
-        with sigterm_as_keyboard_interrupt():
+        with stop_signals_as_keyboard_interrupt():
             metrics = run(args)
     except KeyboardInterrupt:
         print("imkd-score: interrupted; nothing written", file=sys.stderr)

@@ -449,12 +449,8 @@ def test_interrupted_conversion_leaves_nothing(mini_root, tmp_path, monkeypatch)
     _no_bag_left(out)
 
 
-# Ctrl-C as from a terminal: a shell starts a background job (`make test &`, `nohup ... &`) with
-# SIGINT ignored, its children inherit that, and Python then leaves SIGINT ignored; the test is
-# about what Ctrl-C does, not about how this pytest was started.
 SLOW_CONVERTER = """
-import signal, sys, time
-signal.signal(signal.SIGINT, signal.default_int_handler)
+import sys, time
 import imkd_ros.nuscenes2bag as n2b
 original = n2b._write_sensor
 def slow(*args, **kwargs):
@@ -469,9 +465,12 @@ sys.exit(n2b.main(sys.argv[1:]))
 def test_signalled_conversion_never_looks_finished(mini_root, tmp_path, sig):
     out = tmp_path / "out"
     partial = out.with_name("out.partial")
+    # started as a shell starts a background job, with SIGINT ignored: the converter's own
+    # handler must still turn a SIGINT into the clean-up
     proc = subprocess.Popen([sys.executable, "-c", SLOW_CONVERTER, "--dataroot", str(mini_root),
                              "--out", str(out), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.monotonic() + 60
     while not partial.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)

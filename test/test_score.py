@@ -482,7 +482,9 @@ def test_live_command_scores_what_it_has_at_ctrl_c(world, val_records, perfect, 
     proc = subprocess.Popen([str(VENV_BIN / "imkd-score"), "--dataroot", str(world),
                              "--topic", f"{ns}/detections", "--keyframes-bag", str(kf_bag),
                              "--idle", "600", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as a background job starts: SIGINT ignored, Ctrl-C must still work
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     context = rclpy.Context()
     rclpy.init(context=context)
     try:

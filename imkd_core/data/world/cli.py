@@ -13,7 +13,6 @@ from imkd_core.data.world.config import (
     parse_conditions,
     parse_image_size,
 )
-from imkd_core.interrupts import sigterm_as_keyboard_interrupt
 
 
 def _arg_type(parser):
@@ -87,10 +86,9 @@ def run(args: argparse.Namespace) -> int:
 
     stats: dict = {}
     try:
-        with sigterm_as_keyboard_interrupt():
-            out = generate_world(args.out, config, workers=args.workers or None,
-                                 overwrite=args.overwrite, progress=not args.no_progress,
-                                 stats=stats)
+        out = generate_world(args.out, config, workers=args.workers or None,
+                             overwrite=args.overwrite, progress=not args.no_progress,
+                             stats=stats)
     except FileExistsError as exc:
         print(f"imkd world: {exc}", file=sys.stderr)
         return 1
