@@ -164,13 +164,16 @@ def test_pooled_std():
 def test_ablation_verdicts_weigh_the_seed_noise():
     def run(variant, seed, nds):
         return {"variant": variant, "seed": seed, "status": "done", "robustness": None,
+                "train_s": 50.0, "eval_s": 10.0,
                 "metrics": {"NDS": nds, "mAP": nds, "mATE": 0.5, "conditions": {}}}
     spec = micro_spec()
     spec["variants"].append({"name": "no_s1", "role": "ablation", "removes": "stage 1"})
-    results = {"spec": spec_from_dict(spec).to_dict(), "wall_s": 60.0, "runs": [
+    spec["variants"].append({"name": "try", "role": "extra"})
+    results = {"spec": spec_from_dict(spec).to_dict(), "wall_s": 9 * 60.0, "runs": [
         run(None, 0, 0.40), run("base", 0, 0.20), run("base", 1, 0.22),
         run("full", 0, 0.25), run("full", 1, 0.27),  # pooled std 0.0141
-        run("no_s2", 0, 0.255), run("no_s1", 1, 0.20)]}
+        run("no_s2", 0, 0.255), run("no_s1", 1, 0.20), run("try", 0, 0.5),
+        run("try", 1, 0.5)]}
     targets = {t["id"]: t for t in summarize(results)["targets"]}
     # 0.26 - 0.255 against a noise of 0.0141 * sqrt(1/2 + 1) = 0.0173; seed 0 paired: -0.5
     assert targets["ablation:no_s2"]["met"] is True
@@ -178,7 +181,10 @@ def test_ablation_verdicts_weigh_the_seed_noise():
         "+0.50 NDS points (noise 1.73; paired seeds -0.50): within noise")
     assert targets["ablation:no_s1"]["detail"].endswith("costs NDS beyond noise")
     assert "stage 1: removing it costs +6.00" in targets["most_important"]["detail"]
-    results["runs"][-1]["metrics"]["NDS"] = 0.30  # removing stage 1 now helps, clearly
+    # the time budget is the benchmark's own: an investigation's extras are left out
+    assert targets["time"]["value"] == 7 * 60.0 and targets["time"]["met"] is True
+    assert targets["time"]["detail"] == "7 min; extra variants not counted (2 min)"
+    results["runs"][6]["metrics"]["NDS"] = 0.30  # no_s1: removing stage 1 now helps, clearly
     targets = {t["id"]: t for t in summarize(results)["targets"]}
     assert targets["ablation:no_s1"]["met"] is False
     assert targets["most_important"]["detail"].endswith("no ablation beyond noise, so not shown)")

@@ -178,13 +178,21 @@ def targets(results: dict[str, Any], stats: dict[str, dict[str, Any]]) -> list[d
                                                     f"on {cond} scenes",
                     "value": g, "met": None if g is None else g >= 0,
                     "detail": f"{_points(g)} NDS points on {cond}"})
-    finished = all(r["status"] == "done" for r in results["runs"])
-    total = results["wall_s"] + (0.0 if finished else results["projection"]["total_s"])
+    # the benchmark proper: an investigation's extra variants are not part of its budget
+    roles = {v["name"]: v["role"] for v in spec}
+    proper = [r for r in results["runs"] if roles.get(r["variant"]) != "extra"]
+    extras_s = sum(r["train_s"] + r["eval_s"] for r in results["runs"] if r not in proper)
+    finished = all(r["status"] == "done" for r in proper)
+    total = results["wall_s"] - extras_s
+    if not finished:
+        total += results["projection"]["total_s"]
     out.append({"id": "time", "target": f"the whole benchmark <= {TIME_BUDGET_MIN:g} min on "
                                         f"this machine",
                 "value": total, "met": total <= 60 * TIME_BUDGET_MIN if finished else None,
                 "detail": f"{total / 60:.0f} min" + ("" if finished else
-                                                     " (so far + projected)")})
+                                                     " (so far + projected)")
+                          + (f"; extra variants not counted ({extras_s / 60:.0f} min)"
+                             if extras_s else "")})
     return out
 
 
