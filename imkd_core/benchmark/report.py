@@ -179,10 +179,9 @@ def targets(results: dict[str, Any], stats: dict[str, dict[str, Any]]) -> list[d
                     "value": g, "met": None if g is None else g >= 0,
                     "detail": f"{_points(g)} NDS points on {cond}"})
     # the benchmark proper: an investigation's extra variants are not part of its budget
-    roles = {v["name"]: v["role"] for v in spec}
-    proper = [r for r in results["runs"] if roles.get(r["variant"]) != "extra"]
-    extras_s = sum(r["train_s"] + r["eval_s"] for r in results["runs"] if r not in proper)
-    finished = all(r["status"] == "done" for r in proper)
+    extras = {v["name"] for v in spec if v["role"] == "extra"}
+    extras_s = sum(r["train_s"] + r["eval_s"] for r in results["runs"] if r["variant"] in extras)
+    finished = all(r["status"] == "done" for r in results["runs"] if r["variant"] not in extras)
     total = results["wall_s"] - extras_s
     if not finished:
         total += results["projection"]["total_s"]
