@@ -26,7 +26,6 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from imkd_core.atomic import write_atomic
@@ -122,10 +121,6 @@ def card_tables(card: dict) -> str:
     return "\n".join(lines)
 
 
-def world_record(config: WorldConfig) -> dict:
-    return {k: v for k, v in asdict(config).items() if k != "conditions"}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--best-of", type=Path, metavar="BENCHMARK_DIR",
@@ -187,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         world = generate_world(Path(tmp) / "check_world", CHECK_WORLD, workers=2)
         check = evaluate_checkpoint(out / STUDENT, world, Path(tmp) / "eval", "val",
                                     device="cpu", quiet=True)
-    card["test_world"] = world_record(TEST_WORLD)
-    card["check"] = {"world": world_record(CHECK_WORLD), "split": "val",
+    card["test_world"] = TEST_WORLD.to_dict()
+    card["check"] = {"world": CHECK_WORLD.to_dict(), "split": "val",
                      "keyframes": check["num_samples"], "NDS": check["NDS"], "mAP": check["mAP"]}
     write_atomic(out / CARD, lambda tmp: Path(tmp).write_text(json.dumps(card, indent=1)))
     readme = out / "README.md"

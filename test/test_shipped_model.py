@@ -49,7 +49,7 @@ def test_the_node_default_is_the_installed_student(card):
 @pytest.mark.slow
 def test_shipped_student_reproduces_its_check_metrics(card, tmp_path):
     check = card["check"]
-    world = generate_world(tmp_path / "world", WorldConfig(**check["world"]), workers=2)
+    world = generate_world(tmp_path / "world", WorldConfig.from_dict(check["world"]), workers=2)
     metrics = evaluate_checkpoint(MODELS / card["student"]["file"], world, tmp_path / "eval",
                                   split=check["split"], device="cpu", quiet=True)
     for key in ("NDS", "mAP"):
